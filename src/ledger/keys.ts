@@ -1,0 +1,137 @@
+import { randomBytes } from 'node:crypto'
+
+import { describe } from '../amount.js'
+import { CreditArgumentError, CreditConfigError } from '../errors.js'
+
+/** The longest account id the ledger accepts, in characters (code points). */
+export const MAX_ACCOUNT_ID_LENGTH = 256
+
+/**
+ * Validates an account id: a well-formed string of 1 to 256 characters without control
+ * characters. Any other character (`{`, `}`, `:`, unicode) is fine: ids are encoded before
+ * they reach a key name.
+ *
+ * @throws {@link CreditArgumentError} with `ERR_CREDIT_INVALID_ACCOUNT_ID`
+ */
+export function checkAccountId(id: unknown): string {
+  if (typeof id !== 'string' || id.length === 0) {
+    throw new CreditArgumentError(
+      'ERR_CREDIT_INVALID_ACCOUNT_ID',
+      `account id must be a non-empty string, got ${describe(id)}`,
+    )
+  }
+  // Count code points, not UTF-16 units, and refuse lone surrogates (they cannot be encoded).
+  if (id.length > MAX_ACCOUNT_ID_LENGTH * 2 || [...id].length > MAX_ACCOUNT_ID_LENGTH) {
+    throw new CreditArgumentError(
+      'ERR_CREDIT_INVALID_ACCOUNT_ID',
+      `account id must be at most ${MAX_ACCOUNT_ID_LENGTH} characters, got ${[...id].length}`,
+    )
+  }
+  // eslint-disable-next-line no-control-regex
+  if (!id.isWellFormed() || /[\u0000-\u001f\u007f]/.test(id)) {
+    throw new CreditArgumentError(
+      'ERR_CREDIT_INVALID_ACCOUNT_ID',
+      `account id must not hold control characters or lone surrogates, got ${describe(id)}`,
+    )
+  }
+  return id
+}
+
+/**
+ * Encodes an account id for key names: `encodeURIComponent` escapes `{`, `}`, `:` and every
+ * non-ASCII character, so the encoded id can neither end a hash tag early nor contain the `:`
+ * that separates a hold id from its nonce. Two ids encode alike only if they are equal.
+ */
+export function encodeAccountId(id: string): string {
+  return encodeURIComponent(id)
+}
+
+/** Checks a key prefix: 1 to 64 characters, without `{` or `}` (they would take the hash tag). */
+export function checkPrefix(prefix: unknown): string {
+  if (typeof prefix !== 'string' || prefix.length === 0 || prefix.length > 64 || /[{}]/.test(prefix)) {
+    throw new CreditConfigError(
+      'ERR_CREDIT_INVALID_OPTION',
+      `prefix must be 1 to 64 characters without "{" or "}", got ${describe(prefix)}`,
+    )
+  }
+  return prefix
+}
+
+/** Every Redis key of one account. All share the hash tag `{encodedId}`: one slot per account. */
+export interface AccountKeys {
+  /** Hash: account type, flags, creation time, pending total, history sequence and the grant buckets. */
+  readonly account: string
+  /** Hash: pending holds and the outcomes of recently resolved ones, by nonce. */
+  readonly holds: string
+  /** Sorted set: each hold's deadline (expiry while pending, forgetting once resolved). */
+  readonly deadlines: string
+  /** Hash: the account's idempotency records (grants, subscriptions). */
+  readonly idempotency: string
+  /** List: transaction history, newest first, trimmed to the history limit. */
+  readonly history: string
+  /** Hash: usage counters per period and endpoint. */
+  readonly usage: string
+  /** Sorted set: usage periods by start time, to trim by retention. */
+  readonly usageIndex: string
+}
+
+/**
+ * Builds the keys of one account. This is the only place key names are made.
+ *
+ * @param prefix - the ledger's key prefix
+ * @param accountId - a validated account id
+ */
+export function accountKeys(prefix: string, accountId: string): AccountKeys {
+  const base = `${prefix}{${encodeAccountId(accountId)}}:`
+  return {
+    account: `${base}a`,
+    holds: `${base}h`,
+    deadlines: `${base}d`,
+    idempotency: `${base}i`,
+    history: `${base}t`,
+    usage: `${base}u`,
+    usageIndex: `${base}v`,
+  }
+}
+
+/**
+ * The key that binds a grant's idempotency key to one account across the whole ledger. Its hash
+ * tag starts with `#`, which `encodeURIComponent` always escapes, so it never shares a hash tag
+ * with an account.
+ */
+export function claimKey(prefix: string, idempotencyKey: string): string {
+  return `${prefix}{#${encodeAccountId(idempotencyKey)}}`
+}
+
+/** A hold id names its account and a random nonce: `<encoded account id>:<nonce>`. */
+export function newHoldId(accountId: string): { holdId: string; nonce: string } {
+  const nonce = randomBytes(12).toString('base64url')
+  return { holdId: `${encodeAccountId(accountId)}:${nonce}`, nonce }
+}
+
+/**
+ * Splits a hold id into its account id and nonce.
+ *
+ * @throws {@link CreditArgumentError} with `ERR_CREDIT_INVALID_ARGUMENT` for a malformed id
+ */
+export function parseHoldId(holdId: unknown): { accountId: string; nonce: string } {
+  if (typeof holdId === 'string' && holdId.length <= 1200) {
+    const at = holdId.lastIndexOf(':')
+    const nonce = holdId.slice(at + 1)
+    if (at > 0 && /^[A-Za-z0-9_-]{16}$/.test(nonce)) {
+      let accountId: string | undefined
+      try {
+        accountId = decodeURIComponent(holdId.slice(0, at))
+      } catch {
+        accountId = undefined
+      }
+      if (accountId !== undefined && encodeAccountId(accountId) === holdId.slice(0, at)) {
+        return { accountId: checkAccountId(accountId), nonce }
+      }
+    }
+  }
+  throw new CreditArgumentError(
+    'ERR_CREDIT_INVALID_ARGUMENT',
+    `hold id must be one returned by reserve(), got ${describe(holdId)}`,
+  )
+}

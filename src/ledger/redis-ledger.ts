@@ -1,0 +1,493 @@
+import type { Cluster, Redis } from 'ioredis'
+
+import { describe, fromMilli, toMilli } from '../amount.js'
+import { CreditArgumentError, CreditConfigError, CreditRuleError } from '../errors.js'
+import { ScriptRunner, type ScriptClient } from '../lua/run-script.js'
+import { scripts, type ScriptDef } from '../lua/scripts.js'
+import {
+  ACCOUNT_TYPE,
+  SOURCE,
+  argOptions,
+  argString,
+  argText,
+  argTime,
+  configBoolean,
+  configInteger,
+  plainOptions,
+} from '../validate.js'
+import {
+  accountKeys,
+  checkAccountId,
+  checkPrefix,
+  claimKey,
+  encodeAccountId,
+  newHoldId,
+  parseHoldId,
+} from './keys.js'
+import { Reply } from './replies.js'
+import {
+  DEFAULT_ACCOUNT_TYPES,
+  type AccountTypeConfig,
+  type BalanceResult,
+  type CommitOptions,
+  type CreditBucket,
+  type CreditLedger,
+  type GrantResult,
+  type OpenAccountResult,
+  type ReserveOptions,
+  type ReserveResult,
+  type SettleResult,
+} from './types.js'
+
+/** Options of {@link RedisLedger}. */
+export interface RedisLedgerOptions {
+  /** An ioredis `Redis` or `Cluster` (ioredis-mock works too, for demos and fast tests). */
+  readonly redis: Redis | Cluster
+  /** Prefix of every key. Defaults to `'cg:'`. */
+  readonly prefix?: string
+  /** Epoch-ms clock for tests. Defaults to Redis `TIME`, one clock for every app instance. */
+  readonly clock?: () => number
+  /** Account types, merged over {@link DEFAULT_ACCOUNT_TYPES} (a type given here replaces the default of that name). */
+  readonly accountTypes?: Readonly<Record<string, AccountTypeConfig>>
+  /** How long a hold lives unresolved before it is void. Defaults to 30 000 ms. */
+  readonly holdMs?: number
+  /** How long a resolved hold's outcome is remembered, so resends get it. Defaults to 24 hours. */
+  readonly resolvedHoldRetentionMs?: number
+  /** History entries kept per account. Defaults to 1000. */
+  readonly historyLimit?: number
+}
+
+interface ResolvedType {
+  readonly flags: string
+  readonly signupMilli: number
+  readonly signupTtlMs: number
+  readonly unlimited: boolean
+}
+
+const LEDGER_KEYS = [
+  'redis',
+  'prefix',
+  'clock',
+  'accountTypes',
+  'holdMs',
+  'resolvedHoldRetentionMs',
+  'historyLimit',
+] as const
+const TYPE_KEYS = ['signupCredits', 'signupExpiresAfterMs', 'topUps', 'unlimited'] as const
+const DAY_MS = 24 * 60 * 60 * 1000
+
+function parseAccountTypes(input: unknown): ReadonlyMap<string, ResolvedType> {
+  const merged: Record<string, unknown> = { ...DEFAULT_ACCOUNT_TYPES }
+  if (input !== undefined) {
+    if (typeof input !== 'object' || input === null) {
+      throw new CreditConfigError('ERR_CREDIT_INVALID_OPTION', `accountTypes must be an object, got ${describe(input)}`)
+    }
+    Object.assign(merged, input)
+  }
+  const types = new Map<string, ResolvedType>()
+  for (const [name, raw] of Object.entries(merged)) {
+    if (!ACCOUNT_TYPE.test(name)) {
+      throw new CreditConfigError(
+        'ERR_CREDIT_INVALID_OPTION',
+        `account type names must match ${String(ACCOUNT_TYPE)}, got ${describe(name)}`,
+      )
+    }
+    const o = plainOptions(raw, TYPE_KEYS, `accountTypes.${name}`)
+    let signupMilli: number
+    try {
+      signupMilli = toMilli(o['signupCredits'] ?? 0, `accountTypes.${name}.signupCredits`)
+    } catch (error) {
+      throw new CreditConfigError('ERR_CREDIT_INVALID_OPTION', (error as Error).message, { cause: error })
+    }
+    const unlimited = o['unlimited'] === undefined ? false : configBoolean(o['unlimited'], `accountTypes.${name}.unlimited`)
+    const topUps = o['topUps'] === undefined ? true : configBoolean(o['topUps'], `accountTypes.${name}.topUps`)
+    const signupTtlMs =
+      o['signupExpiresAfterMs'] === undefined
+        ? 0
+        : configInteger(o['signupExpiresAfterMs'], `accountTypes.${name}.signupExpiresAfterMs`, 1)
+    types.set(name, {
+      flags: `${unlimited ? 'u' : ''}${topUps ? '' : 'n'}`,
+      signupMilli,
+      signupTtlMs,
+      unlimited,
+    })
+  }
+  return types
+}
+
+/**
+ * The credit ledger on Redis: accounts, grants, holds and balances, each operation one atomic
+ * Lua script on the account's own hash slot, idempotent by an id.
+ *
+ * @example
+ * ```ts
+ * const ledger = new RedisLedger({ redis: new Redis(process.env.REDIS_URL) })
+ * await ledger.openAccount('u42', { type: 'registered' }) // 350 credits, once
+ * const hold = await ledger.reserve('u42', 5, { endpoint: '/quantlib/risk/var' })
+ * if (hold.status === 'held') await ledger.commit(hold.holdId)
+ * ```
+ */
+export class RedisLedger implements CreditLedger {
+  readonly #runner: ScriptRunner
+  readonly #prefix: string
+  readonly #clock: (() => number) | undefined
+  readonly #types: ReadonlyMap<string, ResolvedType>
+  readonly #holdMs: number
+  readonly #doneTtlMs: number
+  readonly #historyLimit: number
+
+  /**
+   * @param options - see {@link RedisLedgerOptions}
+   * @throws {@link CreditConfigError} with `ERR_CREDIT_INVALID_OPTION` on a bad option
+   */
+  constructor(options: RedisLedgerOptions) {
+    const o = plainOptions(options, LEDGER_KEYS, 'RedisLedger')
+    const redis = o['redis'] as Partial<ScriptClient> | undefined
+    if (typeof redis?.evalsha !== 'function' || typeof redis.eval !== 'function') {
+      throw new CreditConfigError(
+        'ERR_CREDIT_INVALID_OPTION',
+        'RedisLedger needs `redis`: an ioredis Redis or Cluster client',
+      )
+    }
+    this.#runner = new ScriptRunner(redis as ScriptClient)
+    this.#prefix = checkPrefix(o['prefix'] ?? 'cg:')
+    const clock = o['clock']
+    if (clock !== undefined && typeof clock !== 'function') {
+      throw new CreditConfigError('ERR_CREDIT_INVALID_OPTION', `clock must be a function, got ${describe(clock)}`)
+    }
+    this.#clock = clock as (() => number) | undefined
+    this.#types = parseAccountTypes(o['accountTypes'])
+    this.#holdMs = configInteger(o['holdMs'] ?? 30_000, 'holdMs', 1)
+    this.#doneTtlMs = configInteger(o['resolvedHoldRetentionMs'] ?? DAY_MS, 'resolvedHoldRetentionMs', 1)
+    this.#historyLimit = configInteger(o['historyLimit'] ?? 1000, 'historyLimit', 1, 100_000)
+  }
+
+  /** The account type names this ledger knows. */
+  get accountTypes(): readonly string[] {
+    return [...this.#types.keys()]
+  }
+
+  /**
+   * Opens an account, granting its type's signup credits once. Idempotent: opening an
+   * existing account of the same type changes nothing.
+   *
+   * @throws {@link CreditRuleError} `ERR_CREDIT_ACCOUNT_TYPE_CONFLICT` when it exists with another type
+   */
+  async openAccount(accountId: string, options: { readonly type: string }): Promise<OpenAccountResult> {
+    const id = checkAccountId(accountId)
+    const o = argOptions(options, ['type'], 'openAccount')
+    const typeName = this.#typeName(o['type'], 'type')
+    const type = this.#type(typeName)
+    const reply = await this.#run(scripts.open, id, [
+      this.#now(),
+      typeName,
+      type.flags,
+      type.signupMilli,
+      type.signupTtlMs,
+      this.#historyLimit,
+    ])
+    const accountType = reply.text(1)
+    if (reply.status !== 'CREATED' && reply.status !== 'EXISTS') throw reply.broken(reply)
+    if (accountType !== typeName) {
+      throw new CreditRuleError(
+        'ERR_CREDIT_ACCOUNT_TYPE_CONFLICT',
+        `account ${describe(id)} exists as "${accountType}", not "${typeName}"`,
+      )
+    }
+    return { accountId: id, accountType, created: reply.status === 'CREATED' }
+  }
+
+  /**
+   * Adds credits, once per idempotency key across the whole ledger: a replay returns
+   * `replayed: true` and adds nothing; the same key with another account, amount, source or
+   * expiry is refused and changes nothing.
+   *
+   * @throws {@link CreditRuleError} `ERR_CREDIT_IDEMPOTENCY_CONFLICT`, `ERR_CREDIT_TOPUP_NOT_ALLOWED`, `ERR_CREDIT_ACCOUNT_NOT_FOUND`
+   */
+  async grant(
+    accountId: string,
+    options: {
+      readonly amount: number | string
+      readonly source: string
+      readonly expiresAt?: Date | number
+      readonly idempotencyKey: string
+    },
+  ): Promise<GrantResult> {
+    return this.#grant(accountId, options, 'grant')
+  }
+
+  async #grant(accountId: string, options: unknown, kind: 'grant' | 'adjust'): Promise<GrantResult> {
+    const id = checkAccountId(accountId)
+    const o = argOptions(options, ['amount', 'source', 'expiresAt', 'idempotencyKey'], kind)
+    const amount = toMilli(o['amount'])
+    if (amount === 0) {
+      throw new CreditArgumentError('ERR_CREDIT_INVALID_AMOUNT', 'amount must be more than 0 credits')
+    }
+    const source = argString(o['source'], 'source', SOURCE, '1 to 64 of A-Z a-z 0-9 _ . -')
+    const expiresAt = o['expiresAt'] === undefined ? 0 : argTime(o['expiresAt'], 'expiresAt')
+    const key = argText(o['idempotencyKey'], 'idempotencyKey', 256)
+    const fingerprint = `${encodeAccountId(id)}|${amount}|${source}|${expiresAt}|${kind}`
+    const claim = new Reply('claim', await this.#runner.run(scripts.claim, [claimKey(this.#prefix, key)], [fingerprint]))
+    if (claim.status === 'CONFLICT') throw this.#conflict(key)
+    if (claim.status !== 'NEW' && claim.status !== 'SAME') throw claim.broken(claim)
+    const reply = await this.#run(scripts.grant, id, [
+      this.#now(),
+      amount,
+      source,
+      expiresAt,
+      key,
+      kind,
+      this.#doneTtlMs,
+      this.#historyLimit,
+    ])
+    switch (reply.status) {
+      case 'GRANTED':
+      case 'DUPLICATE': {
+        const available = reply.credits(1)
+        const pending = reply.credits(2)
+        return {
+          accountId: id,
+          amount: fromMilli(amount),
+          replayed: reply.status === 'DUPLICATE',
+          balance: fromMilli(reply.int(1) + reply.int(2)),
+          available,
+          pending,
+        }
+      }
+      case 'CONFLICT':
+        throw this.#conflict(key)
+      case 'NOT_ALLOWED':
+        throw new CreditRuleError(
+          'ERR_CREDIT_TOPUP_NOT_ALLOWED',
+          `account ${describe(id)} is a "${reply.text(1)}" account, which takes no top-ups`,
+        )
+      case 'NO_ACCOUNT':
+        throw this.#noAccount(id)
+      default:
+        throw reply.broken(reply)
+    }
+  }
+
+  /**
+   * Takes `cost` credits into a pending hold, soonest-expiring credits first, or reports why
+   * not. Never lets the balance go below zero, whatever the concurrency. Decides the tier
+   * policy (`allowedTypes`) and opening on first sight (`openAs`) in the same round trip.
+   */
+  async reserve(accountId: string, cost: number | string, options: ReserveOptions): Promise<ReserveResult> {
+    const id = checkAccountId(accountId)
+    const costMilli = toMilli(cost, 'cost')
+    const o = argOptions(options, ['endpoint', 'holdMs', 'allowedTypes', 'openAs'], 'reserve')
+    const endpoint = argText(o['endpoint'], 'endpoint', 512, '|')
+    const holdMs =
+      o['holdMs'] === undefined
+        ? this.#holdMs
+        : (() => {
+            const v = o['holdMs']
+            if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) {
+              throw new CreditArgumentError('ERR_CREDIT_INVALID_ARGUMENT', `holdMs must be a positive integer, got ${describe(v)}`)
+            }
+            return v
+          })()
+    const allowed = this.#allowed(o['allowedTypes'])
+    let open: readonly (string | number)[] = ['', '', 0, 0]
+    if (o['openAs'] !== undefined) {
+      const name = this.#typeName(o['openAs'], 'openAs')
+      const type = this.#type(name)
+      open = [name, type.flags, type.signupMilli, type.signupTtlMs]
+    }
+    const { holdId, nonce } = newHoldId(id)
+    const reply = await this.#run(scripts.reserve, id, [
+      this.#now(),
+      nonce,
+      costMilli,
+      holdMs,
+      endpoint,
+      allowed,
+      ...open,
+      this.#doneTtlMs,
+      this.#historyLimit,
+    ])
+    switch (reply.status) {
+      case 'OK': {
+        const flags = reply.text(6)
+        return {
+          status: 'held',
+          holdId,
+          accountId: id,
+          accountType: reply.text(5),
+          cost: fromMilli(costMilli),
+          held: reply.credits(1),
+          available: reply.credits(2),
+          pending: reply.credits(3),
+          balance: fromMilli(reply.int(2) + reply.int(3)),
+          expiresAt: reply.int(4),
+          unlimited: flags.includes('u'),
+          opened: reply.text(7) === '1',
+        }
+      }
+      case 'INSUFFICIENT':
+        return {
+          status: 'insufficient',
+          accountId: id,
+          accountType: reply.text(3),
+          required: reply.credits(1),
+          available: reply.credits(2),
+        }
+      case 'FORBIDDEN':
+        return { status: 'forbidden', accountId: id, accountType: reply.text(1) }
+      case 'NO_ACCOUNT':
+        return { status: 'no_account', accountId: id }
+      default:
+        // DUPLICATE: a fresh random nonce was already resolved. Cannot happen short of a bug.
+        throw reply.broken(reply)
+    }
+  }
+
+  /**
+   * Charges a hold: all that was held, or `actualCost` if less, and gives the rest back to the
+   * grants it came from. Resolves the hold at most once: a repeat (or a commit after a release)
+   * returns the first outcome with `replayed: true`. A hold past its deadline charges nothing
+   * and reports `outcome: 'expired'`.
+   *
+   * @throws {@link CreditRuleError} `ERR_CREDIT_HOLD_NOT_FOUND`, `ERR_CREDIT_HOLD_EXCEEDED`
+   */
+  async commit(holdId: string, options: CommitOptions = {}): Promise<SettleResult> {
+    const o = argOptions(options, ['actualCost'], 'commit')
+    const actual = o['actualCost'] === undefined ? '' : toMilli(o['actualCost'], 'actualCost')
+    return this.#resolve(holdId, 'commit', actual)
+  }
+
+  /**
+   * Gives all of a hold's credits back to the grants they came from, at most once (see
+   * {@link RedisLedger.commit}).
+   *
+   * @throws {@link CreditRuleError} `ERR_CREDIT_HOLD_NOT_FOUND`
+   */
+  async release(holdId: string): Promise<SettleResult> {
+    return this.#resolve(holdId, 'release', '')
+  }
+
+  async #resolve(holdId: string, mode: 'commit' | 'release', actual: number | ''): Promise<SettleResult> {
+    const { accountId, nonce } = parseHoldId(holdId)
+    const reply = await this.#run(scripts.resolve, accountId, [
+      this.#now(),
+      nonce,
+      mode,
+      actual,
+      this.#doneTtlMs,
+      this.#historyLimit,
+    ])
+    const outcome = (
+      { COMMITTED: 'committed', RELEASED: 'released', EXPIRED: 'expired' } as const
+    )[reply.status as 'COMMITTED']
+    if (reply.status === 'EXCEEDS') {
+      throw new CreditRuleError(
+        'ERR_CREDIT_HOLD_EXCEEDED',
+        `actualCost is more than the ${reply.credits(1)} credits reserved; charge at most what was reserved`,
+      )
+    }
+    if (reply.status === 'VOID' || reply.status === 'NO_ACCOUNT') {
+      throw new CreditRuleError(
+        'ERR_CREDIT_HOLD_NOT_FOUND',
+        `hold ${describe(holdId)} is unknown (never reserved, or resolved too long ago to remember)`,
+      )
+    }
+    if ((outcome as string | undefined) === undefined) throw reply.broken(reply)
+    return {
+      holdId,
+      accountId,
+      outcome,
+      charged: reply.credits(1),
+      returned: reply.credits(2),
+      available: reply.credits(3),
+      pending: reply.credits(4),
+      balance: fromMilli(reply.int(3) + reply.int(4)),
+      replayed: reply.text(5) === '1',
+    }
+  }
+
+  /**
+   * The account's balance: available plus pending, and its grants, soonest-expiring first.
+   *
+   * @throws {@link CreditRuleError} `ERR_CREDIT_ACCOUNT_NOT_FOUND`
+   */
+  async balance(accountId: string): Promise<BalanceResult> {
+    const id = checkAccountId(accountId)
+    const reply = await this.#run(scripts.balance, id, [this.#now(), this.#doneTtlMs, this.#historyLimit])
+    if (reply.status === 'NO_ACCOUNT') throw this.#noAccount(id)
+    if (reply.status !== 'OK' || reply.length % 2 !== 1) throw reply.broken(reply)
+    const buckets: CreditBucket[] = []
+    for (let i = 7; i < reply.length; i += 2) {
+      const match = /^b(\d+):(.+)$/.exec(reply.text(i))
+      if (match === null) throw reply.broken(reply)
+      const expiresAt = Number(match[1])
+      buckets.push({
+        source: match[2] ?? '',
+        amount: reply.credits(i + 1),
+        expiresAt: expiresAt === 0 ? null : expiresAt,
+      })
+    }
+    return {
+      accountId: id,
+      accountType: reply.text(1),
+      unlimited: reply.text(2).includes('u'),
+      balance: fromMilli(reply.int(4) + reply.int(5)),
+      available: reply.credits(4),
+      pending: reply.credits(5),
+      buckets,
+      createdAt: reply.int(3),
+    }
+  }
+
+  async #run(def: ScriptDef, accountId: string, args: readonly (string | number)[]): Promise<Reply> {
+    const k = accountKeys(this.#prefix, accountId)
+    const keys = [k.account, k.holds, k.deadlines, k.history, k.idempotency].slice(0, def.numberOfKeys)
+    const reply = new Reply(def.name, await this.#runner.run(def, keys, args))
+    reply.throwIfInvalid()
+    return reply
+  }
+
+  #now(): string {
+    if (this.#clock === undefined) return ''
+    const now = this.#clock()
+    if (!Number.isSafeInteger(now) || now < 0) {
+      throw new CreditConfigError('ERR_CREDIT_INVALID_OPTION', `clock() must return epoch milliseconds, got ${describe(now)}`)
+    }
+    return String(now)
+  }
+
+  #typeName(value: unknown, what: string): string {
+    if (typeof value !== 'string' || !this.#types.has(value)) {
+      throw new CreditArgumentError(
+        'ERR_CREDIT_INVALID_ARGUMENT',
+        `${what} must be one of ${this.accountTypes.join(', ')}, got ${describe(value)}`,
+      )
+    }
+    return value
+  }
+
+  #type(name: string): ResolvedType {
+    const type = this.#types.get(name)
+    if (type === undefined) throw new CreditArgumentError('ERR_CREDIT_INVALID_ARGUMENT', `unknown account type ${name}`)
+    return type
+  }
+
+  #allowed(value: unknown): string {
+    if (value === undefined) return '*'
+    if (!Array.isArray(value)) {
+      throw new CreditArgumentError('ERR_CREDIT_INVALID_ARGUMENT', `allowedTypes must be an array of account types, got ${describe(value)}`)
+    }
+    return `,${value.map((t) => this.#typeName(t, 'allowedTypes[]')).join(',')},`
+  }
+
+  #conflict(key: string): CreditRuleError {
+    return new CreditRuleError(
+      'ERR_CREDIT_IDEMPOTENCY_CONFLICT',
+      `idempotency key ${describe(key)} was already used for another grant; use a new key for a new grant`,
+    )
+  }
+
+  #noAccount(id: string): CreditRuleError {
+    return new CreditRuleError('ERR_CREDIT_ACCOUNT_NOT_FOUND', `account ${describe(id)} does not exist; open it first`)
+  }
+}

@@ -1,0 +1,51 @@
+--[[
+  balance: the account's balance after lazy maintenance (expired holds voided, expired grants
+  dropped; those changes are written, like in every other script).
+
+  KEYS[1] account    hash    <prefix>{id}:a
+  KEYS[2] holds      hash    <prefix>{id}:h
+  KEYS[3] deadlines  zset    <prefix>{id}:d
+  KEYS[4] history    list    <prefix>{id}:t
+  ARGV[1] now        epoch ms, or '' for Redis TIME
+  ARGV[2] doneTtl    ms a resolved hold's outcome is remembered
+  ARGV[3] historyMax history entries kept
+
+  Returns {'OK', type, flags, createdAt, available, pending, seq, bucket1, amount1, ...}
+            bucket names are 'b<expiresAt>:<source>', expiresAt 0 = never, soonest first
+        | {'NO_ACCOUNT'}
+        | {'INVALID', code, reason}
+]]
+C.now = clock(ARGV[1])
+local doneTtl = uint(ARGV[2])
+local historyMax = uint(ARGV[3])
+if not C.now then
+  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'now')
+end
+if not doneTtl or not historyMax or historyMax < 1 then
+  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'doneTtl or historyMax')
+end
+C.account = KEYS[1]
+C.holds = KEYS[2]
+C.deadlines = KEYS[3]
+C.history = KEYS[4]
+C.doneTtl = doneTtl
+C.historyMax = historyMax
+
+local A = load()
+if not A then
+  return { 'NO_ACCOUNT' }
+end
+maintain(A)
+if changed(A) then
+  flush(A)
+end
+local avail, pending = counters(A)
+local out = { 'OK', A.f.ty, A.f.fl or '', A.f.ct, avail, pending, F(A.seq) }
+for i = 1, #A.buckets do
+  local b = A.buckets[i]
+  if b.amount > 0 then
+    out[#out + 1] = b.name
+    out[#out + 1] = F(b.amount)
+  end
+end
+return { unpack(out) }

@@ -1,0 +1,88 @@
+--[[
+  grant: adds credits to an account, at most once per idempotency key. The same key with a
+  different amount, source or expiry is a conflict and changes nothing.
+
+  KEYS[1] account      hash    <prefix>{id}:a
+  KEYS[2] holds        hash    <prefix>{id}:h
+  KEYS[3] deadlines    zset    <prefix>{id}:d
+  KEYS[4] history      list    <prefix>{id}:t
+  KEYS[5] idempotency  hash    <prefix>{id}:i
+  ARGV[1] now          epoch ms, or '' for Redis TIME
+  ARGV[2] amount       milli-credits, at least 1
+  ARGV[3] source       ^[A-Za-z0-9_.-]+$, at most 64 characters
+  ARGV[4] expiresAt    epoch ms, 0 = never
+  ARGV[5] key          the idempotency key
+  ARGV[6] kind         history kind: 'grant' | 'adjust'
+  ARGV[7] doneTtl      ms a resolved hold's outcome is remembered
+  ARGV[8] historyMax   history entries kept
+
+  Returns {'GRANTED', available, pending}
+        | {'DUPLICATE', available, pending}    the key was already used for this very grant
+        | {'CONFLICT', recorded}               the key was used for another grant
+        | {'NOT_ALLOWED', type}                the account takes no top-ups
+        | {'NO_ACCOUNT'}
+        | {'INVALID', code, reason}
+]]
+C.now = clock(ARGV[1])
+local amount = uint(ARGV[2])
+local source = ARGV[3]
+local expiresAt = uint(ARGV[4])
+local key = ARGV[5]
+local kind = ARGV[6]
+local doneTtl = uint(ARGV[7])
+local historyMax = uint(ARGV[8])
+if not C.now then
+  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'now')
+end
+if not amount or amount < 1 then
+  return invalid('ERR_CREDIT_INVALID_AMOUNT', 'amount')
+end
+if not validSource(source) then
+  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'source')
+end
+if not expiresAt or (expiresAt ~= 0 and expiresAt <= C.now) then
+  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'expiresAt')
+end
+if #key < 1 or #key > 512 then
+  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'idempotencyKey')
+end
+if kind ~= 'grant' and kind ~= 'adjust' then
+  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'kind')
+end
+if not doneTtl or not historyMax or historyMax < 1 then
+  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'doneTtl or historyMax')
+end
+C.account = KEYS[1]
+C.holds = KEYS[2]
+C.deadlines = KEYS[3]
+C.history = KEYS[4]
+C.doneTtl = doneTtl
+C.historyMax = historyMax
+local idempotency = KEYS[5]
+
+local A = load()
+if not A then
+  return { 'NO_ACCOUNT' }
+end
+maintain(A)
+local fingerprint = F(amount) .. '|' .. source .. '|' .. F(expiresAt) .. '|' .. kind
+local recorded = redis.call('HGET', idempotency, 'g:' .. key)
+if recorded then
+  if recorded ~= fingerprint then
+    return { 'CONFLICT', recorded }
+  end
+  if changed(A) then
+    flush(A)
+  end
+  local avail, pending = counters(A)
+  return { 'DUPLICATE', avail, pending }
+end
+if string.find(A.f.fl or '', 'n', 1, true) then
+  return { 'NOT_ALLOWED', A.f.ty }
+end
+addBucket(A, expiresAt, source, amount)
+record(A, kind, amount, source, '')
+flush(A)
+redis.call('HSET', idempotency, 'g:' .. key, fingerprint)
+local avail, pending = counters(A)
+return { 'GRANTED', avail, pending }

@@ -1,0 +1,106 @@
+--[[
+  resolve: commits or releases a hold, exactly once. A commit charges at most what was held
+  (the soonest-expiring part first) and gives the rest back where it came from; a release
+  gives everything back. A hold past its deadline is void: resolving it charges nothing.
+  Resending after the outcome returns the first outcome, replayed, and changes nothing.
+
+  KEYS[1] account    hash    <prefix>{id}:a
+  KEYS[2] holds      hash    <prefix>{id}:h
+  KEYS[3] deadlines  zset    <prefix>{id}:d
+  KEYS[4] history    list    <prefix>{id}:t
+  ARGV[1] now        epoch ms, or '' for Redis TIME
+  ARGV[2] nonce      the hold's nonce
+  ARGV[3] mode       'commit' | 'release'
+  ARGV[4] actual     milli-credits to charge on commit, '' for all that was held
+  ARGV[5] doneTtl    ms the outcome is remembered
+  ARGV[6] historyMax history entries kept
+
+  Returns {state, charged, returned, available, pending, replayed ('1'|'0')}
+            state 'COMMITTED' | 'RELEASED' | 'EXPIRED' | 'VOID' (never reserved; now it cannot be)
+        | {'EXCEEDS', held}       a commit asked to charge more than was held; nothing changed
+        | {'NO_ACCOUNT'}
+        | {'INVALID', code, reason}
+]]
+C.now = clock(ARGV[1])
+local nonce = ARGV[2]
+local mode = ARGV[3]
+local actualArg = ARGV[4]
+local doneTtl = uint(ARGV[5])
+local historyMax = uint(ARGV[6])
+local actual = nil
+if not C.now then
+  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'now')
+end
+if not validNonce(nonce) then
+  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'nonce')
+end
+if mode ~= 'commit' and mode ~= 'release' then
+  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'mode')
+end
+if actualArg ~= '' then
+  actual = uint(actualArg)
+  if not actual then
+    return invalid('ERR_CREDIT_INVALID_AMOUNT', 'actual')
+  end
+end
+if not doneTtl or not historyMax or historyMax < 1 then
+  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'doneTtl or historyMax')
+end
+C.account = KEYS[1]
+C.holds = KEYS[2]
+C.deadlines = KEYS[3]
+C.history = KEYS[4]
+C.doneTtl = doneTtl
+C.historyMax = historyMax
+
+local STATES = { C = 'COMMITTED', R = 'RELEASED', E = 'EXPIRED', V = 'VOID' }
+
+local A = load()
+if not A then
+  return { 'NO_ACCOUNT' }
+end
+maintain(A)
+
+local rec = A.holdSet[nonce] or redis.call('HGET', C.holds, nonce)
+if not rec then
+  -- Never reserved (or long forgotten): remember it as void, so a reserve resent late cannot
+  -- create it afterwards.
+  setHold(A, nonce, 'V|0|0', C.now + C.doneTtl)
+  flush(A)
+  local avail, pending = counters(A)
+  return { 'VOID', '0', '0', avail, pending, '0' }
+end
+local hold = parseHold(rec)
+if not hold then
+  flush(A)
+  local state, charged, returned = string.match(rec, '^(%u)|(%d+)|(%d+)$')
+  local avail, pending = counters(A)
+  -- The outcome of an expiry voided by maintain() in this very run is news, not a replay.
+  local replayed = '1'
+  if A.holdSet[nonce] then
+    replayed = '0'
+  end
+  return { STATES[state], charged, returned, avail, pending, replayed }
+end
+
+local charge = 0.0
+if mode == 'commit' then
+  charge = hold.held
+  if actual then
+    if actual > hold.nominal then
+      return { 'EXCEEDS', F(hold.nominal) }
+    end
+    if actual < charge then
+      charge = actual
+    end
+  end
+end
+local returned = resolveHold(A, hold, charge, hold.endpoint)
+local state = 'R'
+if mode == 'commit' then
+  state = 'C'
+end
+setHold(A, nonce, state .. '|' .. F(charge) .. '|' .. F(returned), C.now + C.doneTtl)
+flush(A)
+local avail, pending = counters(A)
+return { STATES[state], F(charge), F(returned), avail, pending, '0' }
