@@ -16,6 +16,7 @@ export {
   type AccountTypeConfig,
   type BalanceResult,
   type CommitOptions,
+  type ReleaseOptions,
   type CreditBucket,
   type CreditLedger,
   type GrantResult,

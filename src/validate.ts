@@ -156,3 +156,18 @@ export function argTime(value: unknown, what: string): number {
   }
   return ms
 }
+
+/**
+ * A safe integer argument of at least `min`.
+ *
+ * @throws {@link CreditArgumentError} with `ERR_CREDIT_INVALID_ARGUMENT`
+ */
+export function argInteger(value: unknown, what: string, min: number): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
+    throw new CreditArgumentError(
+      'ERR_CREDIT_INVALID_ARGUMENT',
+      `${what} must be an integer of at least ${min}, got ${describe(value)}`,
+    )
+  }
+  return value
+}

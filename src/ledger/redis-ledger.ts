@@ -10,6 +10,7 @@ import {
   argOptions,
   argString,
   argText,
+  argInteger,
   argTime,
   configBoolean,
   configInteger,
@@ -30,6 +31,7 @@ import {
   type AccountTypeConfig,
   type BalanceResult,
   type CommitOptions,
+  type ReleaseOptions,
   type CreditBucket,
   type CreditLedger,
   type GrantResult,
@@ -278,16 +280,7 @@ export class RedisLedger implements CreditLedger {
     const costMilli = toMilli(cost, 'cost')
     const o = argOptions(options, ['endpoint', 'holdMs', 'allowedTypes', 'openAs'], 'reserve')
     const endpoint = argText(o['endpoint'], 'endpoint', 512, '|')
-    const holdMs =
-      o['holdMs'] === undefined
-        ? this.#holdMs
-        : (() => {
-            const v = o['holdMs']
-            if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) {
-              throw new CreditArgumentError('ERR_CREDIT_INVALID_ARGUMENT', `holdMs must be a positive integer, got ${describe(v)}`)
-            }
-            return v
-          })()
+    const holdMs = o['holdMs'] === undefined ? this.#holdMs : argInteger(o['holdMs'], 'holdMs', 1)
     const allowed = this.#allowed(o['allowedTypes'])
     let open: readonly (string | number)[] = ['', '', 0, 0]
     if (o['openAs'] !== undefined) {
@@ -352,9 +345,9 @@ export class RedisLedger implements CreditLedger {
    * @throws {@link CreditRuleError} `ERR_CREDIT_HOLD_NOT_FOUND`, `ERR_CREDIT_HOLD_EXCEEDED`
    */
   async commit(holdId: string, options: CommitOptions = {}): Promise<SettleResult> {
-    const o = argOptions(options, ['actualCost'], 'commit')
+    const o = argOptions(options, ['actualCost', 'latencyMs'], 'commit')
     const actual = o['actualCost'] === undefined ? '' : toMilli(o['actualCost'], 'actualCost')
-    return this.#resolve(holdId, 'commit', actual)
+    return this.#resolve(holdId, 'commit', actual, o['latencyMs'])
   }
 
   /**
@@ -363,12 +356,20 @@ export class RedisLedger implements CreditLedger {
    *
    * @throws {@link CreditRuleError} `ERR_CREDIT_HOLD_NOT_FOUND`
    */
-  async release(holdId: string): Promise<SettleResult> {
-    return this.#resolve(holdId, 'release', '')
+  async release(holdId: string, options: ReleaseOptions = {}): Promise<SettleResult> {
+    const o = argOptions(options, ['latencyMs'], 'release')
+    return this.#resolve(holdId, 'release', '', o['latencyMs'])
   }
 
-  async #resolve(holdId: string, mode: 'commit' | 'release', actual: number | ''): Promise<SettleResult> {
+  async #resolve(
+    holdId: string,
+    mode: 'commit' | 'release',
+    actual: number | '',
+    latency: unknown,
+  ): Promise<SettleResult> {
     const { accountId, nonce } = parseHoldId(holdId)
+    // Usage analytics take the handler's latency; recorded by the script (see usage).
+    if (latency !== undefined) argInteger(latency, 'latencyMs', 0)
     const reply = await this.#run(scripts.resolve, accountId, [
       this.#now(),
       nonce,

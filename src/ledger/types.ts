@@ -122,10 +122,16 @@ export interface SettleResult {
   readonly pending: number
 }
 
+/** Options of `release`. */
+export interface ReleaseOptions {
+  /** How long the handler took, for usage analytics. */
+  readonly latencyMs?: number
+}
+
 /** Options of `commit`. */
-export interface CommitOptions {
+export interface CommitOptions extends ReleaseOptions {
   /** Charge this much instead of all that was held (at most the reserved cost). */
-  readonly actualCost?: number
+  readonly actualCost?: number | string
 }
 
 /** One grant bucket: credits of one source with one expiry. */
@@ -159,5 +165,5 @@ export interface BalanceResult {
 export interface CreditLedger {
   reserve(accountId: string, cost: number, options: ReserveOptions): Promise<ReserveResult>
   commit(holdId: string, options?: CommitOptions): Promise<SettleResult>
-  release(holdId: string): Promise<SettleResult>
+  release(holdId: string, options?: ReleaseOptions): Promise<SettleResult>
 }
