@@ -48,7 +48,9 @@ function pick(
     if (value === undefined) continue
     if (!known.includes(key)) {
       const hint = suggest(key, known)
-      throw fail(`${where} has no option "${key}"${hint === undefined ? '' : `; did you mean "${hint}"?`}`)
+      throw fail(
+        `${where} has no option "${key}"${hint === undefined ? '' : `; did you mean "${hint}"?`}`,
+      )
     }
     out[key] = value
   }
@@ -64,8 +66,17 @@ function pick(
  * @param where - the options' owner, for messages (`RedisLedger`, `createCreditGate`)
  * @throws {@link CreditConfigError} with `ERR_CREDIT_INVALID_OPTION`
  */
-export function plainOptions(input: unknown, known: readonly string[], where: string): Record<string, unknown> {
-  return pick(input, known, where, (message) => new CreditConfigError('ERR_CREDIT_INVALID_OPTION', message))
+export function plainOptions(
+  input: unknown,
+  known: readonly string[],
+  where: string,
+): Record<string, unknown> {
+  return pick(
+    input,
+    known,
+    where,
+    (message) => new CreditConfigError('ERR_CREDIT_INVALID_OPTION', message),
+  )
 }
 
 /**
@@ -73,12 +84,26 @@ export function plainOptions(input: unknown, known: readonly string[], where: st
  *
  * @throws {@link CreditArgumentError} with `ERR_CREDIT_INVALID_ARGUMENT`
  */
-export function argOptions(input: unknown, known: readonly string[], where: string): Record<string, unknown> {
-  return pick(input, known, where, (message) => new CreditArgumentError('ERR_CREDIT_INVALID_ARGUMENT', message))
+export function argOptions(
+  input: unknown,
+  known: readonly string[],
+  where: string,
+): Record<string, unknown> {
+  return pick(
+    input,
+    known,
+    where,
+    (message) => new CreditArgumentError('ERR_CREDIT_INVALID_ARGUMENT', message),
+  )
 }
 
 /** A safe integer in [min, max], or a config error naming `what`. */
-export function configInteger(value: unknown, what: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+export function configInteger(
+  value: unknown,
+  what: string,
+  min: number,
+  max = Number.MAX_SAFE_INTEGER,
+): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
     throw new CreditConfigError(
       'ERR_CREDIT_INVALID_OPTION',
@@ -91,7 +116,10 @@ export function configInteger(value: unknown, what: string, min: number, max = N
 /** A boolean, or a config error naming `what`. */
 export function configBoolean(value: unknown, what: string): boolean {
   if (typeof value !== 'boolean') {
-    throw new CreditConfigError('ERR_CREDIT_INVALID_OPTION', `${what} must be a boolean, got ${describe(value)}`)
+    throw new CreditConfigError(
+      'ERR_CREDIT_INVALID_OPTION',
+      `${what} must be a boolean, got ${describe(value)}`,
+    )
   }
   return value
 }
@@ -131,7 +159,7 @@ export function argText(value: unknown, what: string, max: number, forbidden = '
     !value.isWellFormed() ||
     // eslint-disable-next-line no-control-regex
     /[\u0000-\u001f\u007f]/.test(value) ||
-    [...forbidden].some((c) => value.includes(c))
+    Array.from(forbidden).some((c) => value.includes(c))
   ) {
     throw new CreditArgumentError(
       'ERR_CREDIT_INVALID_ARGUMENT',

@@ -21,10 +21,11 @@ export function checkAccountId(id: unknown): string {
     )
   }
   // Count code points, not UTF-16 units, and refuse lone surrogates (they cannot be encoded).
-  if (id.length > MAX_ACCOUNT_ID_LENGTH * 2 || [...id].length > MAX_ACCOUNT_ID_LENGTH) {
+  const length = Array.from(id).length
+  if (length > MAX_ACCOUNT_ID_LENGTH) {
     throw new CreditArgumentError(
       'ERR_CREDIT_INVALID_ACCOUNT_ID',
-      `account id must be at most ${MAX_ACCOUNT_ID_LENGTH} characters, got ${[...id].length}`,
+      `account id must be at most ${MAX_ACCOUNT_ID_LENGTH} characters, got ${length}`,
     )
   }
   // eslint-disable-next-line no-control-regex
@@ -48,7 +49,12 @@ export function encodeAccountId(id: string): string {
 
 /** Checks a key prefix: 1 to 64 characters, without `{` or `}` (they would take the hash tag). */
 export function checkPrefix(prefix: unknown): string {
-  if (typeof prefix !== 'string' || prefix.length === 0 || prefix.length > 64 || /[{}]/.test(prefix)) {
+  if (
+    typeof prefix !== 'string' ||
+    prefix.length === 0 ||
+    prefix.length > 64 ||
+    /[{}]/.test(prefix)
+  ) {
     throw new CreditConfigError(
       'ERR_CREDIT_INVALID_OPTION',
       `prefix must be 1 to 64 characters without "{" or "}", got ${describe(prefix)}`,
@@ -115,7 +121,7 @@ export function newHoldId(accountId: string): { holdId: string; nonce: string } 
  * @throws {@link CreditArgumentError} with `ERR_CREDIT_INVALID_ARGUMENT` for a malformed id
  */
 export function parseHoldId(holdId: unknown): { accountId: string; nonce: string } {
-  if (typeof holdId === 'string' && holdId.length <= 1200) {
+  if (typeof holdId === 'string' && holdId.length <= MAX_ACCOUNT_ID_LENGTH * 12 + 17) {
     const at = holdId.lastIndexOf(':')
     const nonce = holdId.slice(at + 1)
     if (at > 0 && /^[A-Za-z0-9_-]{16}$/.test(nonce)) {

@@ -82,7 +82,10 @@ function parseAccountTypes(input: unknown): ReadonlyMap<string, ResolvedType> {
   const merged: Record<string, unknown> = { ...DEFAULT_ACCOUNT_TYPES }
   if (input !== undefined) {
     if (typeof input !== 'object' || input === null) {
-      throw new CreditConfigError('ERR_CREDIT_INVALID_OPTION', `accountTypes must be an object, got ${describe(input)}`)
+      throw new CreditConfigError(
+        'ERR_CREDIT_INVALID_OPTION',
+        `accountTypes must be an object, got ${describe(input)}`,
+      )
     }
     Object.assign(merged, input)
   }
@@ -99,10 +102,16 @@ function parseAccountTypes(input: unknown): ReadonlyMap<string, ResolvedType> {
     try {
       signupMilli = toMilli(o['signupCredits'] ?? 0, `accountTypes.${name}.signupCredits`)
     } catch (error) {
-      throw new CreditConfigError('ERR_CREDIT_INVALID_OPTION', (error as Error).message, { cause: error })
+      throw new CreditConfigError('ERR_CREDIT_INVALID_OPTION', (error as Error).message, {
+        cause: error,
+      })
     }
-    const unlimited = o['unlimited'] === undefined ? false : configBoolean(o['unlimited'], `accountTypes.${name}.unlimited`)
-    const topUps = o['topUps'] === undefined ? true : configBoolean(o['topUps'], `accountTypes.${name}.topUps`)
+    const unlimited =
+      o['unlimited'] === undefined
+        ? false
+        : configBoolean(o['unlimited'], `accountTypes.${name}.unlimited`)
+    const topUps =
+      o['topUps'] === undefined ? true : configBoolean(o['topUps'], `accountTypes.${name}.topUps`)
     const signupTtlMs =
       o['signupExpiresAfterMs'] === undefined
         ? 0
@@ -155,12 +164,19 @@ export class RedisLedger implements CreditLedger {
     this.#prefix = checkPrefix(o['prefix'] ?? 'cg:')
     const clock = o['clock']
     if (clock !== undefined && typeof clock !== 'function') {
-      throw new CreditConfigError('ERR_CREDIT_INVALID_OPTION', `clock must be a function, got ${describe(clock)}`)
+      throw new CreditConfigError(
+        'ERR_CREDIT_INVALID_OPTION',
+        `clock must be a function, got ${describe(clock)}`,
+      )
     }
     this.#clock = clock as (() => number) | undefined
     this.#types = parseAccountTypes(o['accountTypes'])
     this.#holdMs = configInteger(o['holdMs'] ?? 30_000, 'holdMs', 1)
-    this.#doneTtlMs = configInteger(o['resolvedHoldRetentionMs'] ?? DAY_MS, 'resolvedHoldRetentionMs', 1)
+    this.#doneTtlMs = configInteger(
+      o['resolvedHoldRetentionMs'] ?? DAY_MS,
+      'resolvedHoldRetentionMs',
+      1,
+    )
     this.#historyLimit = configInteger(o['historyLimit'] ?? 1000, 'historyLimit', 1, 100_000)
   }
 
@@ -175,7 +191,10 @@ export class RedisLedger implements CreditLedger {
    *
    * @throws {@link CreditRuleError} `ERR_CREDIT_ACCOUNT_TYPE_CONFLICT` when it exists with another type
    */
-  async openAccount(accountId: string, options: { readonly type: string }): Promise<OpenAccountResult> {
+  async openAccount(
+    accountId: string,
+    options: { readonly type: string },
+  ): Promise<OpenAccountResult> {
     const id = checkAccountId(accountId)
     const o = argOptions(options, ['type'], 'openAccount')
     const typeName = this.#typeName(o['type'], 'type')
@@ -218,18 +237,28 @@ export class RedisLedger implements CreditLedger {
     return this.#grant(accountId, options, 'grant')
   }
 
-  async #grant(accountId: string, options: unknown, kind: 'grant' | 'adjust'): Promise<GrantResult> {
+  async #grant(
+    accountId: string,
+    options: unknown,
+    kind: 'grant' | 'adjust',
+  ): Promise<GrantResult> {
     const id = checkAccountId(accountId)
     const o = argOptions(options, ['amount', 'source', 'expiresAt', 'idempotencyKey'], kind)
     const amount = toMilli(o['amount'])
     if (amount === 0) {
-      throw new CreditArgumentError('ERR_CREDIT_INVALID_AMOUNT', 'amount must be more than 0 credits')
+      throw new CreditArgumentError(
+        'ERR_CREDIT_INVALID_AMOUNT',
+        'amount must be more than 0 credits',
+      )
     }
     const source = argString(o['source'], 'source', SOURCE, '1 to 64 of A-Z a-z 0-9 _ . -')
     const expiresAt = o['expiresAt'] === undefined ? 0 : argTime(o['expiresAt'], 'expiresAt')
     const key = argText(o['idempotencyKey'], 'idempotencyKey', 256)
     const fingerprint = `${encodeAccountId(id)}|${amount}|${source}|${expiresAt}|${kind}`
-    const claim = new Reply('claim', await this.#runner.run(scripts.claim, [claimKey(this.#prefix, key)], [fingerprint]))
+    const claim = new Reply(
+      'claim',
+      await this.#runner.run(scripts.claim, [claimKey(this.#prefix, key)], [fingerprint]),
+    )
     if (claim.status === 'CONFLICT') throw this.#conflict(key)
     if (claim.status !== 'NEW' && claim.status !== 'SAME') throw claim.broken(claim)
     const reply = await this.#run(scripts.grant, id, [
@@ -275,7 +304,11 @@ export class RedisLedger implements CreditLedger {
    * not. Never lets the balance go below zero, whatever the concurrency. Decides the tier
    * policy (`allowedTypes`) and opening on first sight (`openAs`) in the same round trip.
    */
-  async reserve(accountId: string, cost: number | string, options: ReserveOptions): Promise<ReserveResult> {
+  async reserve(
+    accountId: string,
+    cost: number | string,
+    options: ReserveOptions,
+  ): Promise<ReserveResult> {
     const id = checkAccountId(accountId)
     const costMilli = toMilli(cost, 'cost')
     const o = argOptions(options, ['endpoint', 'holdMs', 'allowedTypes', 'openAs'], 'reserve')
@@ -378,9 +411,9 @@ export class RedisLedger implements CreditLedger {
       this.#doneTtlMs,
       this.#historyLimit,
     ])
-    const outcome = (
-      { COMMITTED: 'committed', RELEASED: 'released', EXPIRED: 'expired' } as const
-    )[reply.status as 'COMMITTED']
+    const outcome = ({ COMMITTED: 'committed', RELEASED: 'released', EXPIRED: 'expired' } as const)[
+      reply.status as 'COMMITTED'
+    ]
     if (reply.status === 'EXCEEDS') {
       throw new CreditRuleError(
         'ERR_CREDIT_HOLD_EXCEEDED',
@@ -414,7 +447,11 @@ export class RedisLedger implements CreditLedger {
    */
   async balance(accountId: string): Promise<BalanceResult> {
     const id = checkAccountId(accountId)
-    const reply = await this.#run(scripts.balance, id, [this.#now(), this.#doneTtlMs, this.#historyLimit])
+    const reply = await this.#run(scripts.balance, id, [
+      this.#now(),
+      this.#doneTtlMs,
+      this.#historyLimit,
+    ])
     if (reply.status === 'NO_ACCOUNT') throw this.#noAccount(id)
     if (reply.status !== 'OK' || reply.length % 2 !== 1) throw reply.broken(reply)
     const buckets: CreditBucket[] = []
@@ -440,9 +477,16 @@ export class RedisLedger implements CreditLedger {
     }
   }
 
-  async #run(def: ScriptDef, accountId: string, args: readonly (string | number)[]): Promise<Reply> {
+  async #run(
+    def: ScriptDef,
+    accountId: string,
+    args: readonly (string | number)[],
+  ): Promise<Reply> {
     const k = accountKeys(this.#prefix, accountId)
-    const keys = [k.account, k.holds, k.deadlines, k.history, k.idempotency].slice(0, def.numberOfKeys)
+    const keys = [k.account, k.holds, k.deadlines, k.history, k.idempotency].slice(
+      0,
+      def.numberOfKeys,
+    )
     const reply = new Reply(def.name, await this.#runner.run(def, keys, args))
     reply.throwIfInvalid()
     return reply
@@ -452,7 +496,10 @@ export class RedisLedger implements CreditLedger {
     if (this.#clock === undefined) return ''
     const now = this.#clock()
     if (!Number.isSafeInteger(now) || now < 0) {
-      throw new CreditConfigError('ERR_CREDIT_INVALID_OPTION', `clock() must return epoch milliseconds, got ${describe(now)}`)
+      throw new CreditConfigError(
+        'ERR_CREDIT_INVALID_OPTION',
+        `clock() must return epoch milliseconds, got ${describe(now)}`,
+      )
     }
     return String(now)
   }
@@ -469,14 +516,18 @@ export class RedisLedger implements CreditLedger {
 
   #type(name: string): ResolvedType {
     const type = this.#types.get(name)
-    if (type === undefined) throw new CreditArgumentError('ERR_CREDIT_INVALID_ARGUMENT', `unknown account type ${name}`)
+    if (type === undefined)
+      throw new CreditArgumentError('ERR_CREDIT_INVALID_ARGUMENT', `unknown account type ${name}`)
     return type
   }
 
   #allowed(value: unknown): string {
     if (value === undefined) return '*'
     if (!Array.isArray(value)) {
-      throw new CreditArgumentError('ERR_CREDIT_INVALID_ARGUMENT', `allowedTypes must be an array of account types, got ${describe(value)}`)
+      throw new CreditArgumentError(
+        'ERR_CREDIT_INVALID_ARGUMENT',
+        `allowedTypes must be an array of account types, got ${describe(value)}`,
+      )
     }
     return `,${value.map((t) => this.#typeName(t, 'allowedTypes[]')).join(',')},`
   }
@@ -489,6 +540,9 @@ export class RedisLedger implements CreditLedger {
   }
 
   #noAccount(id: string): CreditRuleError {
-    return new CreditRuleError('ERR_CREDIT_ACCOUNT_NOT_FOUND', `account ${describe(id)} does not exist; open it first`)
+    return new CreditRuleError(
+      'ERR_CREDIT_ACCOUNT_NOT_FOUND',
+      `account ${describe(id)} does not exist; open it first`,
+    )
   }
 }

@@ -49,7 +49,10 @@ export class Reply {
     ]
     const match = known.find((c) => c === code)
     if (match === undefined) throw this.broken(this.#items)
-    throw new CreditArgumentError(match, `the ${this.#script} script refused its ${this.text(2)} argument`)
+    throw new CreditArgumentError(
+      match,
+      `the ${this.#script} script refused its ${this.text(2)} argument`,
+    )
   }
 
   /** The error for a reply that breaks the script's contract. */

@@ -16,7 +16,11 @@ export interface AccountTypeConfig {
  */
 export const DEFAULT_ACCOUNT_TYPES = Object.freeze({
   registered: Object.freeze({ signupCredits: 350 }),
-  guest: Object.freeze({ signupCredits: 50, signupExpiresAfterMs: 24 * 60 * 60 * 1000, topUps: false }),
+  guest: Object.freeze({
+    signupCredits: 50,
+    signupExpiresAfterMs: 24 * 60 * 60 * 1000,
+    topUps: false,
+  }),
   enterprise: Object.freeze({ unlimited: true }),
 }) satisfies Readonly<Record<string, AccountTypeConfig>>
 

@@ -31,7 +31,11 @@ export class ScriptRunner {
    * cannot be reached. The script may still have run: every mutating script is idempotent by
    * an id, so the caller retries with the same id.
    */
-  async run(def: ScriptDef, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
+  async run(
+    def: ScriptDef,
+    keys: readonly string[],
+    args: readonly (string | number)[],
+  ): Promise<unknown> {
     try {
       return await this.#evalsha(def, keys, args)
     } catch (error) {
@@ -43,7 +47,11 @@ export class ScriptRunner {
     }
   }
 
-  async #evalsha(def: ScriptDef, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
+  async #evalsha(
+    def: ScriptDef,
+    keys: readonly string[],
+    args: readonly (string | number)[],
+  ): Promise<unknown> {
     const sha = this.#shebang ? def.sha1 : def.bareSha1
     try {
       return await this.#client.evalsha(sha, keys.length, ...keys, ...args)

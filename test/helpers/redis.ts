@@ -9,7 +9,9 @@ import { RedisLedger, type RedisLedgerOptions } from '../../src/index'
 export function redisUrl(): string {
   const url = process.env['REDIS_URL']
   if (url === undefined || url === '') {
-    throw new Error('REDIS_URL is not set: the jest global setup must start redis-server (is it installed?)')
+    throw new Error(
+      'REDIS_URL is not set: the jest global setup must start redis-server (is it installed?)',
+    )
   }
   return url
 }
