@@ -3,7 +3,7 @@ import tseslint from 'typescript-eslint'
 import tsdoc from 'eslint-plugin-tsdoc'
 
 export default tseslint.config(
-  { ignores: ['dist/', 'coverage/', 'node_modules/', '**/*.cjs', 'eslint.config.js'] },
+  { ignores: ['dist/', 'coverage/', 'node_modules/', '**/*.cjs', '**/*.mjs', 'eslint.config.js'] },
   js.configs.recommended,
   ...tseslint.configs.strictTypeChecked,
   ...tseslint.configs.stylisticTypeChecked,

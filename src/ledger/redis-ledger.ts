@@ -1,7 +1,12 @@
 import type { Cluster, Redis } from 'ioredis'
 
 import { describe, fromMilli, toMilli } from '../amount.js'
-import { CreditArgumentError, CreditConfigError, CreditRuleError } from '../errors.js'
+import {
+  CreditArgumentError,
+  CreditConfigError,
+  CreditRuleError,
+  CreditStoreError,
+} from '../errors.js'
 import { ScriptRunner, type ScriptClient } from '../lua/run-script.js'
 import { scripts, type ScriptDef } from '../lua/scripts.js'
 import {
@@ -322,17 +327,28 @@ export class RedisLedger implements CreditLedger {
       open = [name, type.flags, type.signupMilli, type.signupTtlMs]
     }
     const { holdId, nonce } = newHoldId(id)
-    const reply = await this.#run(scripts.reserve, id, [
-      this.#now(),
-      nonce,
-      costMilli,
-      holdMs,
-      endpoint,
-      allowed,
-      ...open,
-      this.#doneTtlMs,
-      this.#historyLimit,
-    ])
+    let reply: Reply
+    try {
+      reply = await this.#run(scripts.reserve, id, [
+        this.#now(),
+        nonce,
+        costMilli,
+        holdMs,
+        endpoint,
+        allowed,
+        ...open,
+        this.#doneTtlMs,
+        this.#historyLimit,
+      ])
+    } catch (error) {
+      // The reserve may have run although its reply was lost: void the hold now rather than
+      // leave the credits held until holdMs. If the reserve arrives later still, the void
+      // record makes it a no-op. Best effort: when Redis is down this fails too, and the
+      // hold (if any) expires on its own.
+      if (error instanceof CreditStoreError)
+        this.#runResolve(id, nonce, 'release', '').catch(() => undefined)
+      throw error
+    }
     switch (reply.status) {
       case 'OK': {
         const flags = reply.text(6)
@@ -394,6 +410,22 @@ export class RedisLedger implements CreditLedger {
     return this.#resolve(holdId, 'release', '', o['latencyMs'])
   }
 
+  async #runResolve(
+    accountId: string,
+    nonce: string,
+    mode: 'commit' | 'release',
+    actual: number | '',
+  ): Promise<Reply> {
+    return this.#run(scripts.resolve, accountId, [
+      this.#now(),
+      nonce,
+      mode,
+      actual,
+      this.#doneTtlMs,
+      this.#historyLimit,
+    ])
+  }
+
   async #resolve(
     holdId: string,
     mode: 'commit' | 'release',
@@ -403,14 +435,7 @@ export class RedisLedger implements CreditLedger {
     const { accountId, nonce } = parseHoldId(holdId)
     // Usage analytics take the handler's latency; recorded by the script (see usage).
     if (latency !== undefined) argInteger(latency, 'latencyMs', 0)
-    const reply = await this.#run(scripts.resolve, accountId, [
-      this.#now(),
-      nonce,
-      mode,
-      actual,
-      this.#doneTtlMs,
-      this.#historyLimit,
-    ])
+    const reply = await this.#runResolve(accountId, nonce, mode, actual)
     const outcome = ({ COMMITTED: 'committed', RELEASED: 'released', EXPIRED: 'expired' } as const)[
       reply.status as 'COMMITTED'
     ]

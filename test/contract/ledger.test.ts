@@ -341,6 +341,44 @@ describe.each(BACKENDS)('RedisLedger contract on %s', (backend: Backend) => {
       expect(await ledger.balance('u10')).toMatchObject({ available: 350, pending: 0 })
     })
 
+    it('voids the hold of a reserve whose reply was lost, so a failed reserve holds nothing', async () => {
+      const { ledger: base, redis, prefix } = setup()
+      await base.openAccount('lost', { type: 'registered' })
+      let dropped = false
+      // A client that runs the first reserve but loses its reply, as a dropped connection does.
+      const lossy = new Proxy(redis, {
+        get(target, property, receiver) {
+          const value: unknown = Reflect.get(target, property, receiver)
+          if ((property === 'evalsha' || property === 'eval') && typeof value === 'function') {
+            return async (...args: unknown[]) => {
+              const result: unknown = await (value as (...a: unknown[]) => Promise<unknown>).apply(
+                target,
+                args,
+              )
+              const isReserve = args.includes('/lost-reply')
+              if (isReserve && !dropped) {
+                dropped = true
+                throw new Error('Connection is closed.')
+              }
+              return result
+            }
+          }
+          return value
+        },
+      })
+      const ledger = new RedisLedger({ redis: lossy, prefix })
+      await expectCode(
+        ledger.reserve('lost', 5, { endpoint: '/lost-reply' }),
+        'ERR_CREDIT_STORE_UNAVAILABLE',
+      )
+      let balance = await ledger.balance('lost')
+      for (let i = 0; i < 50 && balance.pending !== 0; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 10))
+        balance = await ledger.balance('lost')
+      }
+      expect(balance).toMatchObject({ available: 350, pending: 0, balance: 350 })
+    })
+
     it('voids a hold after holdMs on the next touch; a late commit charges nothing and says so', async () => {
       const clock = new TestClock()
       const { ledger } = setup({ clock: clock.read, holdMs: 1000 })
