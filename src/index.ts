@@ -30,3 +30,18 @@ export {
   type ReserveResult,
   type SettleResult,
 } from './ledger/types.js'
+export {
+  fromJwt,
+  fromApiKey,
+  type JwtAlgorithm,
+  type JwtIdentityOptions,
+  type JwtIdentifyFunction,
+  type ApiKeyIdentityOptions,
+  type ApiKeyLookup,
+  type ApiKeyLookupResult,
+  type ApiKeyIdentifyFunction,
+  type Identity,
+  type IdentityRejection,
+  type IdentifyResult,
+  type IdentifyFunction,
+} from './identity/index.js'

@@ -12,6 +12,7 @@ export interface Identity {
 
 /** A credential that was presented but is not valid (expired, bad signature, unknown key). */
 export interface IdentityRejection {
+  /** Always `true`: tells a rejection from an {@link Identity}. */
   readonly rejected: true
   /** RFC 6750 error code for `WWW-Authenticate`. */
   readonly error: 'invalid_token' | 'invalid_request'

@@ -757,7 +757,11 @@ describe.each(BACKENDS)('hold races (fast-check) on %s', (backend: Backend) => {
           async (costs, actions, batch) => {
             const id = `race-${run++}`
             await ledger.openAccount(id, { type: 'registered' })
-            const holds = []
+            const holds: {
+              id: string
+              cost: number
+              seen: { outcome: string; charged: number }[]
+            }[] = []
             for (const cost of costs) {
               const hold = await ledger.reserve(id, cost, { endpoint: '/race' })
               if (hold.status !== 'held') throw new Error('not held')
