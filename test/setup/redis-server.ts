@@ -50,17 +50,21 @@ async function waitForPort(port: number, deadline: number): Promise<void> {
 }
 
 /**
- * Starts a private `redis-server` on a free loopback port. Throws with a clear message when the
- * binary is missing, so a real-Redis suite fails instead of skipping.
+ * Starts a private `redis-server` on a free loopback port, or on `atPort` (to restart a stopped
+ * server where its clients expect it). Throws with a clear message when the binary is missing,
+ * so a real-Redis suite fails instead of skipping.
  */
-export async function startRedis(extraArgs: readonly string[] = []): Promise<OwnedRedis> {
+export async function startRedis(
+  extraArgs: readonly string[] = [],
+  atPort?: number,
+): Promise<OwnedRedis> {
   const probe = spawnSync('redis-server', ['--version'], { encoding: 'utf8' })
   if (probe.error !== undefined || probe.status !== 0) {
     throw new Error(
       'creditgate tests need a real redis-server: install it (apt-get install -y redis-server) or set REDIS_URL',
     )
   }
-  const port = await freePort()
+  const port = atPort ?? (await freePort())
   const dir = mkdtempSync(join(tmpdir(), 'creditgate-redis-'))
   const child = spawn(
     'redis-server',

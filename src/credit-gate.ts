@@ -1,0 +1,798 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { performance } from 'node:perf_hooks'
+
+import { describe, fromMilli, toMilli } from './amount.js'
+import {
+  GateEmitter,
+  type CreditGateEvents,
+  type CreditGateListener,
+  type RefundReason,
+} from './credit-gate-events.js'
+import {
+  MAX_ENDPOINT_BYTES,
+  parseGateOptions,
+  parseRoute,
+  type CreditGateOptions,
+  type DefaultTierName,
+  type GateConfig,
+  type RouteConfig,
+  type RouteOptions,
+} from './credit-gate-options.js'
+import { CreditConfigError, CreditStoreError, isCreditError } from './errors.js'
+import type { Identity, IdentityRejection } from './identity/types.js'
+import { checkAccountId } from './ledger/keys.js'
+import type { HoldGranted, ReserveResult, SettleResult } from './ledger/types.js'
+import { attachCreditInfo, chargeMilli, remainingMilli, type CreditState } from './request-state.js'
+
+/** Express's `next`, or any connect-style continuation. */
+export type NextFunction = (error?: unknown) => void
+
+/** The middleware `creditGate(tier)` returns. Works on Express 4 and 5 (and connect). */
+export type CreditGateMiddleware<Req extends IncomingMessage = IncomingMessage> = (
+  req: Req,
+  res: ServerResponse,
+  next: NextFunction,
+) => void
+
+/**
+ * What {@link createCreditGate} returns: call it with a tier to gate a route, and listen to its
+ * events with `on`, `once` and `off`.
+ */
+export interface CreditGate<T extends string = DefaultTierName> {
+  /**
+   * A middleware that charges `tier`'s price (or `routeOptions.cost`) for each successful call.
+   *
+   * @param tier - one of the gate's tiers; an unknown name fails to compile, and throws
+   * @param routeOptions - a per-route `cost` or `endpoint`
+   * @throws {@link CreditConfigError} `ERR_CREDIT_UNKNOWN_TIER`, `ERR_CREDIT_INVALID_OPTION`
+   */
+  <Req extends IncomingMessage = IncomingMessage>(
+    tier: T,
+    routeOptions?: RouteOptions<Req>,
+  ): CreditGateMiddleware<Req>
+  /** Adds a listener. Listeners run synchronously; one that throws cannot affect a call. */
+  on<E extends keyof CreditGateEvents>(event: E, listener: CreditGateListener<E>): this
+  /** Adds a listener for the next event of that name only. */
+  once<E extends keyof CreditGateEvents>(event: E, listener: CreditGateListener<E>): this
+  /** Removes a listener. */
+  off<E extends keyof CreditGateEvents>(event: E, listener: CreditGateListener<E>): this
+  /** The tiers and their prices in credits. */
+  readonly tiers: Readonly<Record<T, number>>
+}
+
+/** Retry delays of a commit or release that found the store unavailable (it is idempotent). */
+const SETTLE_RETRY_MS = [100, 500, 2000] as const
+
+/**
+ * Codes of a store in trouble (unreachable, or a reply it cannot have meant). Any other
+ * creditgate error from the ledger is a bad argument or set-up: the host's error handler gets
+ * it. An error that is not creditgate's (a hand-written ledger's) counts as an outage.
+ */
+const OUTAGE_CODES: ReadonlySet<string> = new Set([
+  'ERR_CREDIT_STORE_UNAVAILABLE',
+  'ERR_CREDIT_SCRIPT_REPLY',
+  'ERR_CREDIT_UNSAFE_REDIS_CONFIG',
+])
+
+/** An optional ledger method: the usage of a call that reserved nothing (a free call). */
+interface UsageRecorder {
+  recordUsage?: (
+    accountId: string,
+    options: { readonly endpoint: string; readonly latencyMs: number; readonly charged: false },
+  ) => unknown
+}
+
+type Who =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'rejected'; readonly rejection: IdentityRejection }
+  | { readonly kind: 'identity'; readonly identity: Identity }
+
+type ReserveOutcome =
+  | { readonly kind: 'result'; readonly result: ReserveResult }
+  | { readonly kind: 'error'; readonly error: unknown }
+
+/**
+ * Calls a ledger method, turning a synchronous throw (a hand-written ledger) into a rejection.
+ * The call itself is made synchronously: nothing is delayed.
+ */
+async function invoke<R>(call: () => Promise<R>): Promise<R> {
+  return call()
+}
+
+const isThenable = (value: unknown): value is PromiseLike<unknown> =>
+  typeof (value as { then?: unknown } | null | undefined)?.then === 'function'
+
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f]/g
+
+function classify(result: unknown): Who {
+  if (result === null || result === undefined) return { kind: 'none' }
+  if (typeof result === 'string') return { kind: 'identity', identity: { accountId: result } }
+  if (typeof result === 'object') {
+    const r = result as Partial<IdentityRejection> & Partial<Identity>
+    if (r.rejected === true) {
+      return {
+        kind: 'rejected',
+        rejection: {
+          rejected: true,
+          error: r.error === 'invalid_request' ? 'invalid_request' : 'invalid_token',
+          description:
+            typeof r.description === 'string' ? r.description : 'The credential is not valid',
+        },
+      }
+    }
+    if (typeof r.accountId === 'string') return { kind: 'identity', identity: result as Identity }
+  }
+  throw new CreditConfigError(
+    'ERR_CREDIT_INVALID_OPTION',
+    `identify returned ${describe(result)}; return an identity { accountId }, an account id, null, or a rejection`,
+  )
+}
+
+/**
+ * A quoted-string for a header parameter: printable ASCII only (Node refuses other header
+ * characters, which would turn a 401 into a 500), without quotes or backslashes.
+ */
+const quoted = (text: string): string =>
+  `"${text
+    .slice(0, 200)
+    .replace(/[^\x20-\x7e]/g, '?')
+    .replace(/["\\]/g, "'")}"`
+
+/**
+ * The route pattern as an endpoint the ledger accepts: at most 512 bytes of well-formed,
+ * printable text without `|`. `req.baseUrl` can hold values of a parametrised mount path, so
+ * it is cleaned like anything else that comes from a request.
+ */
+function cleanEndpoint(raw: string): string {
+  let text = raw.toWellFormed().replace(CONTROL, '').replaceAll('|', '%7C')
+  if (Buffer.byteLength(text) > MAX_ENDPOINT_BYTES) {
+    // Code points, not UTF-16 units: a cut never splits a surrogate pair.
+    // eslint-disable-next-line @typescript-eslint/no-misused-spread
+    const chars = [...text]
+    while (Buffer.byteLength(chars.join('')) > MAX_ENDPOINT_BYTES) chars.pop()
+    text = chars.join('')
+  }
+  return text === '' ? '/' : text
+}
+
+function endpointOf(req: IncomingMessage, route: RouteConfig): string {
+  const r = req as IncomingMessage & {
+    readonly baseUrl?: unknown
+    readonly route?: { readonly path?: unknown }
+  }
+  const base = typeof r.baseUrl === 'string' ? r.baseUrl : ''
+  const path: unknown = r.route?.path
+  if (typeof path === 'string') return cleanEndpoint(base + path)
+  if (path instanceof RegExp) return cleanEndpoint(base + String(path))
+  if (Array.isArray(path)) return cleanEndpoint(base + path.map(String).join(','))
+  if (route.endpoint !== undefined) return route.endpoint
+  return cleanEndpoint(base === '' ? '/' : base)
+}
+
+const milli = (credits: number): number => Math.round(credits * 1000)
+
+function send(
+  res: ServerResponse,
+  status: number,
+  body: object,
+  headers: Readonly<Record<string, string>> = {},
+): void {
+  if (res.headersSent || res.writableEnded || res.destroyed) return
+  const json = JSON.stringify(body)
+  res.statusCode = status
+  for (const [name, value] of Object.entries(headers)) res.setHeader(name, value)
+  res.setHeader('Cache-Control', 'no-store')
+  res.setHeader('Content-Type', 'application/json; charset=utf-8')
+  res.setHeader('Content-Length', Buffer.byteLength(json))
+  res.end(json)
+}
+
+/** The shared state of one gate: its config and its events. */
+interface Gate {
+  readonly config: GateConfig
+  readonly events: GateEmitter
+}
+
+/**
+ * One gated request, from identify to settlement. Every path ends in exactly one of: an answer
+ * of the gate's own (401, 402, 403, 503), `next(err)`, or `next()` followed by exactly one
+ * commit or release once the response ends.
+ */
+class GatedCall {
+  readonly #gate: Gate
+  readonly #route: RouteConfig
+  readonly #req: IncomingMessage
+  readonly #res: ServerResponse
+  readonly #next: NextFunction
+  #endpoint = '/'
+  #accountId = ''
+  #accountType: string | undefined
+  /** Set by the first of `finish` and `close`: whether the response finished, and when. */
+  #end: { readonly finished: boolean; readonly statusCode: number; readonly at: number } | undefined
+  /** Set when the handler is started. */
+  #handlerStart: number | undefined
+  #state: CreditState | undefined
+  #settled = false
+  #nextCalled = false
+
+  constructor(
+    gate: Gate,
+    route: RouteConfig,
+    req: IncomingMessage,
+    res: ServerResponse,
+    next: NextFunction,
+  ) {
+    this.#gate = gate
+    this.#route = route
+    this.#req = req
+    this.#res = res
+    this.#next = next
+    // Before any await: a client that leaves during identify or the reserve must be seen.
+    res.once('finish', this.#onFinish)
+    res.once('close', this.#onClose)
+  }
+
+  readonly #onFinish = (): void => {
+    this.#ended(true)
+  }
+
+  readonly #onClose = (): void => {
+    // `close` follows `finish` on a completed response; without it, the response did not
+    // complete (abort, error after headers), whatever `res.statusCode` reads (DESIGN §6).
+    this.#ended(this.#res.writableFinished)
+  }
+
+  #ended(finished: boolean): void {
+    if (this.#end !== undefined) return
+    this.#end = { finished, statusCode: this.#res.statusCode, at: performance.now() }
+    this.#res.off('finish', this.#onFinish)
+    this.#res.off('close', this.#onClose)
+    if (this.#handlerStart !== undefined) this.#settle()
+  }
+
+  /** Whether the response already ended (a method, so that no narrowing survives an await). */
+  #gone(): boolean {
+    return this.#end !== undefined
+  }
+
+  /** Routes an error to Express, once, and only while the handler has not been reached. */
+  fail(error: unknown): void {
+    if (this.#nextCalled) {
+      // Unreachable short of a bug: surface it rather than calling next twice.
+      process.nextTick(() => {
+        throw error
+      })
+      return
+    }
+    this.#nextCalled = true
+    this.#next(error)
+  }
+
+  async run(): Promise<void> {
+    const { config } = this.#gate
+    this.#endpoint = endpointOf(this.#req, this.#route)
+    const identified = config.identify(this.#req)
+    // No await when identify answers synchronously: the reserve is sent in this same tick.
+    const who = classify(isThenable(identified) ? await identified : identified)
+    if (this.#gone()) return // the client left: nothing to answer, nothing reserved
+    if (who.kind === 'none') {
+      this.#unauthorized('Authentication required', `Send credentials (${config.challenge})`)
+      return
+    }
+    if (who.kind === 'rejected') {
+      this.#unauthorized('Invalid credentials', who.rejection.description, who.rejection)
+      return
+    }
+    const { identity } = who
+    try {
+      this.#accountId = checkAccountId(identity.accountId)
+    } catch {
+      this.#unauthorized('Invalid credentials', 'The credential does not name a valid account', {
+        rejected: true,
+        error: 'invalid_token',
+        description: 'The credential does not name a valid account',
+      })
+      return
+    }
+    this.#accountType = typeof identity.accountType === 'string' ? identity.accountType : undefined
+    const price = this.#price()
+    const allowedTypes = config.allowedTypes.get(this.#route.tier)
+    if (price === 0 && allowedTypes === undefined) {
+      // A free call that every account type may make: no round trip before the handler.
+      this.#start(identity, price, undefined)
+      return
+    }
+    const outcome = await this.#reserve(price, allowedTypes, this.#openAs(identity))
+    if (this.#gone()) {
+      // The response closed while the reserve was in flight: give the hold back at once.
+      if (outcome.kind === 'result' && outcome.result.status === 'held')
+        this.#releaseAbandoned(outcome.result, 'aborted')
+      return
+    }
+    if (outcome.kind === 'error') {
+      this.#unavailable(identity, price, outcome.error)
+      return
+    }
+    const { result } = outcome
+    switch (result.status) {
+      case 'held':
+        this.#accountType = result.accountType
+        this.#start(identity, price, result)
+        return
+      case 'insufficient':
+        this.#accountType = result.accountType
+        this.#insufficient(result.required, result.available)
+        return
+      case 'forbidden':
+        this.#accountType = result.accountType
+        this.#forbidden()
+        return
+      case 'no_account':
+        this.#unauthorized('Unknown account', 'No credit account exists for this identity', {
+          rejected: true,
+          error: 'invalid_token',
+          description: 'No credit account exists for this identity',
+        })
+        return
+    }
+  }
+
+  /** This request's price in milli-credits; a pricing function's result is checked here. */
+  #price(): number {
+    const { price } = this.#route
+    if (typeof price === 'number') return price
+    return toMilli(price(this.#req), `creditGate('${this.#route.tier}') cost`)
+  }
+
+  #openAs(identity: Identity): string | undefined {
+    const { openAccounts } = this.#gate.config
+    if (openAccounts === false) return undefined
+    if (identity.accountType !== undefined) return identity.accountType
+    const type = openAccounts(identity)
+    return typeof type === 'string' ? type : undefined
+  }
+
+  /** The reserve, bounded by `ledgerTimeoutMs`. A hold granted after the deadline is released. */
+  #reserve(
+    priceMilli: number,
+    allowedTypes: readonly string[] | undefined,
+    openAs: string | undefined,
+  ): Promise<ReserveOutcome> {
+    const { config } = this.#gate
+    return new Promise<ReserveOutcome>((resolve) => {
+      let late = false
+      const timer = setTimeout(() => {
+        late = true
+        resolve({
+          kind: 'error',
+          error: new CreditStoreError(
+            'ERR_CREDIT_STORE_UNAVAILABLE',
+            `the ledger did not answer the reserve within ledgerTimeoutMs (${config.ledgerTimeoutMs} ms)`,
+          ),
+        })
+      }, config.ledgerTimeoutMs)
+      const reserving = invoke(() =>
+        config.ledger.reserve(this.#accountId, fromMilli(priceMilli), {
+          endpoint: this.#endpoint,
+          ...(config.holdMs === undefined ? {} : { holdMs: config.holdMs }),
+          ...(allowedTypes === undefined ? {} : { allowedTypes }),
+          ...(openAs === undefined ? {} : { openAs }),
+        }),
+      )
+      reserving.then(
+        (result) => {
+          clearTimeout(timer)
+          if (!late) resolve({ kind: 'result', result })
+          else if (result.status === 'held') this.#releaseAbandoned(result, 'error')
+        },
+        (error: unknown) => {
+          clearTimeout(timer)
+          // After the deadline the caller already had its answer; a hold, if the script ran
+          // without its reply reaching us, expires after holdMs uncharged.
+          if (!late) resolve({ kind: 'error', error })
+        },
+      )
+    })
+  }
+
+  /** Runs the handler: headers and credit info first, then `next()`. */
+  #start(identity: Identity, priceMilli: number, hold: HoldGranted | undefined): void {
+    const res = this.#res
+    const state: CreditState = {
+      accountId: this.#accountId,
+      accountType: this.#accountType,
+      tier: this.#route.tier,
+      priceMilli,
+      heldMilli: hold === undefined ? 0 : milli(hold.held),
+      remainingMilli: hold === undefined || hold.unlimited ? null : milli(hold.available),
+      holdId: hold?.holdId,
+      unlimited: hold?.unlimited ?? false,
+      claims: identity.claims,
+      actualMilli: undefined,
+      settled: false,
+      onCostChange: () => {
+        if (!res.headersSent) this.#creditHeaders(state)
+      },
+    }
+    this.#state = state
+    attachCreditInfo(this.#req, state)
+    this.#creditHeaders(state)
+    this.#handlerStart = performance.now()
+    this.#nextCalled = true
+    this.#next()
+  }
+
+  #creditHeaders(state: CreditState): void {
+    this.#res.setHeader('X-Credits-Cost', String(fromMilli(chargeMilli(state))))
+    const remaining = remainingMilli(state)
+    if (state.unlimited) this.#res.setHeader('X-Credits-Remaining', 'unlimited')
+    else if (remaining !== null)
+      this.#res.setHeader('X-Credits-Remaining', String(fromMilli(remaining)))
+  }
+
+  /** Once the handler ran and the response ended: commit, release, or record a free call. */
+  #settle(): void {
+    const state = this.#state
+    const end = this.#end
+    if (this.#settled || end === undefined || this.#handlerStart === undefined) return
+    this.#settled = true
+    const latencyMs = Math.max(0, Math.round(end.at - this.#handlerStart))
+    if (state === undefined) return // unmetered (failOpen): nothing to settle
+    state.settled = true
+    if (state.holdId === undefined) {
+      this.#recordFreeUsage(latencyMs)
+      return
+    }
+    let charge = false
+    let reason: RefundReason = end.finished ? 'status' : 'aborted'
+    if (end.finished) {
+      try {
+        charge = this.#gate.config.chargeWhen(end.statusCode)
+      } catch {
+        reason = 'error' // unsure whether to charge: do not
+      }
+    }
+    if (charge) {
+      this.#commit(state.holdId, state, end.statusCode, latencyMs)
+    } else {
+      this.#release(state.holdId, reason, end.finished ? end.statusCode : null, latencyMs)
+    }
+  }
+
+  #commit(holdId: string, state: CreditState, statusCode: number, latencyMs: number): void {
+    const { config } = this.#gate
+    const options = {
+      latencyMs,
+      ...(state.actualMilli === undefined ? {} : { actualCost: fromMilli(state.actualMilli) }),
+    }
+    this.#retrying(
+      'commit',
+      holdId,
+      () => config.ledger.commit(holdId, options),
+      (result) => {
+        if (result.outcome !== 'committed') {
+          this.#refunded(
+            holdId,
+            result.outcome === 'expired' ? 'expired' : 'error',
+            statusCode,
+            result,
+          )
+          return
+        }
+        this.#charged(holdId, state, statusCode, latencyMs, result)
+      },
+    )
+  }
+
+  #release(
+    holdId: string,
+    reason: RefundReason,
+    statusCode: number | null,
+    latencyMs: number | undefined,
+  ): void {
+    const { config } = this.#gate
+    const options = latencyMs === undefined ? {} : { latencyMs }
+    this.#retrying(
+      'release',
+      holdId,
+      () => config.ledger.release(holdId, options),
+      (result) => {
+        this.#refunded(
+          holdId,
+          result.outcome === 'expired' ? 'expired' : reason,
+          statusCode,
+          result,
+        )
+      },
+    )
+  }
+
+  /** A hold whose call was given up (client gone, or the reserve answered too late). */
+  #releaseAbandoned(hold: HoldGranted, reason: RefundReason): void {
+    this.#accountType = hold.accountType
+    this.#release(hold.holdId, reason, null, undefined)
+  }
+
+  /**
+   * Sends a commit or release, again after a store error: both are idempotent by hold id, so a
+   * resend whose first attempt did run changes nothing. A hold never settled expires uncharged.
+   */
+  #retrying(
+    phase: 'commit' | 'release',
+    holdId: string,
+    call: () => Promise<SettleResult>,
+    done: (result: SettleResult) => void,
+  ): void {
+    const attempt = (n: number): void => {
+      invoke(call).then(done, (error: unknown) => {
+        const delay = SETTLE_RETRY_MS[n]
+        // Only an unreachable store is worth a resend; a refusal would be refused again.
+        const willRetry =
+          delay !== undefined &&
+          (!isCreditError(error) || error.code === 'ERR_CREDIT_STORE_UNAVAILABLE')
+        this.#ledgerError(error, phase, holdId, willRetry)
+        if (willRetry) {
+          setTimeout(() => {
+            attempt(n + 1)
+          }, delay).unref()
+        }
+      })
+    }
+    attempt(0)
+  }
+
+  #recordFreeUsage(latencyMs: number): void {
+    const ledger = this.#gate.config.ledger as UsageRecorder
+    if (typeof ledger.recordUsage !== 'function') return
+    try {
+      const recording = ledger.recordUsage(this.#accountId, {
+        endpoint: this.#endpoint,
+        latencyMs,
+        charged: false,
+      })
+      if (isThenable(recording)) {
+        recording.then(undefined, (error: unknown) => {
+          this.#ledgerError(error, 'usage', undefined, false)
+        })
+      }
+    } catch (error) {
+      this.#ledgerError(error, 'usage', undefined, false)
+    }
+  }
+
+  #isOutage(error: unknown): boolean {
+    return !isCreditError(error) || OUTAGE_CODES.has(error.code)
+  }
+
+  // --- answers and events ----------------------------------------------------------------
+
+  #call(): { accountId: string; accountType: string | undefined; tier: string; endpoint: string } {
+    return {
+      accountId: this.#accountId,
+      accountType: this.#accountType,
+      tier: this.#route.tier,
+      endpoint: this.#endpoint,
+    }
+  }
+
+  #unauthorized(message: string, detail: string, rejection?: IdentityRejection): void {
+    const { challenge } = this.#gate.config
+    const header =
+      rejection === undefined
+        ? challenge
+        : `${challenge}${challenge.includes(' ') ? ',' : ''} error="${rejection.error}", error_description=${quoted(rejection.description)}`
+    send(
+      this.#res,
+      401,
+      { success: false, error: 'unauthorized', message, detail },
+      { 'WWW-Authenticate': header },
+    )
+  }
+
+  #forbidden(): void {
+    const type = this.#accountType ?? 'this'
+    send(this.#res, 403, {
+      success: false,
+      error: 'forbidden_tier',
+      message: 'Tier not allowed',
+      detail: `A ${type} account may not call the ${this.#route.tier} tier`,
+    })
+    this.#gate.events.emit('forbidden', this.#call())
+  }
+
+  #insufficient(required: number, available: number): void {
+    send(this.#res, 402, {
+      success: false,
+      error: 'insufficient_credits',
+      message: 'Insufficient credits',
+      detail: `Required: ${required} credits, Available: ${available} credits`,
+      required,
+      balance: available,
+    })
+    this.#gate.events.emit('insufficient', { ...this.#call(), required, available })
+  }
+
+  #unavailable(identity: Identity, price: number, error: unknown): void {
+    if (!this.#isOutage(error)) {
+      this.fail(error) // a bad argument or set-up, not an outage: the host's error handler
+      return
+    }
+    const { config, events } = this.#gate
+    this.#ledgerError(error, 'reserve', undefined, false)
+    if (config.failOpen) {
+      events.emit('unmetered', { ...this.#call(), error })
+      this.#handlerStart = performance.now()
+      // The handler still learns who called; nothing is held, so nothing will be settled.
+      attachCreditInfo(this.#req, {
+        accountId: this.#accountId,
+        accountType: this.#accountType,
+        tier: this.#route.tier,
+        priceMilli: price,
+        heldMilli: 0,
+        remainingMilli: null,
+        holdId: undefined,
+        unlimited: false,
+        claims: identity.claims,
+        actualMilli: undefined,
+        settled: false,
+        onCostChange: () => undefined,
+      })
+      this.#nextCalled = true
+      this.#next()
+      return
+    }
+    const seconds = config.retryAfterSeconds
+    send(
+      this.#res,
+      503,
+      {
+        success: false,
+        error: 'ledger_unavailable',
+        message: 'Credit ledger unavailable',
+        detail: `The credit ledger could not be reached; retry in ${seconds} seconds`,
+      },
+      { 'Retry-After': String(seconds) },
+    )
+  }
+
+  #charged(
+    holdId: string,
+    state: CreditState,
+    statusCode: number,
+    latencyMs: number,
+    result: SettleResult,
+  ): void {
+    const { config, events } = this.#gate
+    events.emit('charged', {
+      ...this.#call(),
+      holdId,
+      cost: fromMilli(state.priceMilli),
+      charged: result.charged,
+      available: result.available,
+      balance: result.balance,
+      statusCode,
+      latencyMs,
+    })
+    const threshold = config.lowBalanceThreshold
+    if (threshold === undefined || state.unlimited) return
+    const after = milli(result.available)
+    const before = after + milli(result.charged)
+    if (before >= threshold && after < threshold) {
+      events.emit('lowBalance', {
+        accountId: this.#accountId,
+        accountType: this.#accountType,
+        available: result.available,
+        threshold: fromMilli(threshold),
+      })
+    }
+  }
+
+  #refunded(
+    holdId: string,
+    reason: RefundReason,
+    statusCode: number | null,
+    result: SettleResult,
+  ): void {
+    this.#gate.events.emit('refunded', {
+      ...this.#call(),
+      holdId,
+      reason,
+      statusCode,
+      returned: result.returned,
+      available: result.available,
+      balance: result.balance,
+    })
+  }
+
+  #ledgerError(
+    error: unknown,
+    phase: 'reserve' | 'commit' | 'release' | 'usage',
+    holdId: string | undefined,
+    willRetry: boolean,
+  ): void {
+    this.#gate.events.emit('ledgerError', { ...this.#call(), error, phase, holdId, willRetry })
+  }
+}
+
+/**
+ * Creates the credit gate of an app: validates the options once, and returns `creditGate(tier)`,
+ * which makes the middleware of a priced route.
+ *
+ * Per request: identify (401) → one ledger round trip that checks the tier policy (403) and
+ * the balance (402) and holds the price → the handler → after the response, exactly once:
+ * commit when it finished with a charged status (2xx by default), release otherwise. When the
+ * ledger cannot be reached: 503 with `Retry-After` (or `failOpen`).
+ *
+ * @param options - see {@link CreditGateOptions}
+ * @returns the `creditGate` function, with `on`, `once` and `off` for its events
+ * @throws {@link CreditConfigError} `ERR_CREDIT_INVALID_OPTION` or `ERR_CREDIT_UNKNOWN_TIER`
+ *
+ * @example
+ * ```ts
+ * const creditGate = createCreditGate({
+ *   ledger: new RedisLedger({ redis }),
+ *   identify: fromJwt({ secret: process.env.JWT_SECRET!, algorithms: ['HS256'] }),
+ * })
+ * creditGate.on('ledgerError', ({ error, phase }) => metrics.increment(`ledger.${phase}.error`))
+ * app.get('/quantlib/risk/var', creditGate('pro'), handler)
+ * ```
+ */
+export function createCreditGate<T extends string = DefaultTierName>(
+  options: CreditGateOptions<T>,
+): CreditGate<T> {
+  const config = parseGateOptions(options)
+  const gate: Gate = { config, events: new GateEmitter() }
+
+  function creditGate(tier: string, routeOptions?: RouteOptions): CreditGateMiddleware {
+    const route = parseRoute(config, tier, routeOptions)
+    // A synchronous wrapper, as express-rate-limit's handleAsyncErrors: Express 4 ignores a
+    // returned promise, so every failure is routed to next(err) here, on both versions.
+    return function creditGateMiddleware(
+      req: IncomingMessage,
+      res: ServerResponse,
+      next: NextFunction,
+    ): void {
+      let call: GatedCall
+      try {
+        call = new GatedCall(gate, route, req, res, next)
+      } catch (error) {
+        next(error)
+        return
+      }
+      call.run().then(undefined, (error: unknown) => {
+        call.fail(error)
+      })
+    }
+  }
+
+  const tiers: Record<string, number> = {}
+  for (const [name, price] of config.tiers) tiers[name] = fromMilli(price)
+  // eslint-disable-next-line prefer-const -- the methods below return it, so it is declared first
+  let api: CreditGate<T>
+  const methods = {
+    on<E extends keyof CreditGateEvents>(event: E, listener: CreditGateListener<E>): CreditGate<T> {
+      gate.events.on(event, listener)
+      return api
+    },
+    once<E extends keyof CreditGateEvents>(
+      event: E,
+      listener: CreditGateListener<E>,
+    ): CreditGate<T> {
+      gate.events.once(event, listener)
+      return api
+    },
+    off<E extends keyof CreditGateEvents>(
+      event: E,
+      listener: CreditGateListener<E>,
+    ): CreditGate<T> {
+      gate.events.off(event, listener)
+      return api
+    },
+    tiers: Object.freeze(tiers),
+  }
+  // The typed call signature (tier: T) is what the compiler checks; at run time parseRoute
+  // refuses an unknown tier, for plain JavaScript.
+  api = Object.freeze(Object.assign(creditGate, methods)) as unknown as CreditGate<T>
+  return api
+}

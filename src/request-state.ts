@@ -1,0 +1,136 @@
+import { describe, fromMilli, toMilli } from './amount.js'
+import { CreditArgumentError } from './errors.js'
+
+/** What a gated handler knows about the call it is serving: `getCredits(req)`. */
+export interface CreditInfo {
+  /** The paying account. */
+  readonly accountId: string
+  /**
+   * The account's type, as the ledger reported it. On a call that made no ledger round trip (a
+   * free call, or an unmetered one with `failOpen`), the type the identity carried, if any.
+   */
+  readonly accountType: string | undefined
+  /** The tier of the route. */
+  readonly tier: string
+  /** The listed price of this call in credits (the tier's, or the route's `cost`). */
+  readonly price: number
+  /**
+   * Credits this call will be charged if it succeeds: what was held (0 for an unlimited account,
+   * a free call or an unmetered one), or less after {@link CreditInfo.setCost}.
+   */
+  readonly cost: number
+  /** The ledger hold paying for this call; `undefined` when nothing was reserved. */
+  readonly holdId: string | undefined
+  /**
+   * Credits the account has available with this call's cost taken; `null` when unknown (no
+   * ledger round trip) or unlimited.
+   */
+  readonly remaining: number | null
+  /** True for an account that is never charged (enterprise). */
+  readonly unlimited: boolean
+  /** The verified claims or key record from the identity, if any. */
+  readonly claims: Readonly<Record<string, unknown>> | undefined
+  /**
+   * Charges less than the listed price if this call succeeds (a batch that did less work).
+   * Updates `X-Credits-Cost` and `X-Credits-Remaining` when the headers are not yet sent.
+   *
+   * @param credits - from 0 to {@link CreditInfo.price}, with at most 3 decimals
+   * @throws {@link CreditArgumentError} `ERR_CREDIT_INVALID_AMOUNT` for an amount outside that
+   * range, `ERR_CREDIT_INVALID_ARGUMENT` once the response has ended
+   */
+  setCost(credits: number): void
+}
+
+/** The mutable state behind a {@link CreditInfo}, owned by the gate. */
+export interface CreditState {
+  readonly accountId: string
+  readonly accountType: string | undefined
+  readonly tier: string
+  /** Listed price, milli-credits. */
+  readonly priceMilli: number
+  /** Held, milli-credits. */
+  readonly heldMilli: number
+  /** Available after the hold, milli-credits; `null` when unknown or unlimited. */
+  readonly remainingMilli: number | null
+  readonly holdId: string | undefined
+  readonly unlimited: boolean
+  readonly claims: Readonly<Record<string, unknown>> | undefined
+  /** Set by `setCost`: the milli-credits to charge instead of all that was held. */
+  actualMilli: number | undefined
+  /** Set once the gate has decided how to settle: `setCost` is too late then. */
+  settled: boolean
+  /** Rewrites the credit headers if they are not sent yet. */
+  readonly onCostChange: () => void
+}
+
+const INFO = Symbol('creditgate.info')
+
+/** Credits charged on success, milli-credits. */
+export function chargeMilli(state: CreditState): number {
+  if (state.unlimited) return 0
+  return state.actualMilli ?? state.heldMilli
+}
+
+/** Available after this call's final cost, milli-credits; `null` when unknown or unlimited. */
+export function remainingMilli(state: CreditState): number | null {
+  if (state.remainingMilli === null) return null
+  return state.remainingMilli + state.heldMilli - chargeMilli(state)
+}
+
+/** Builds the frozen view a handler sees, and attaches it to the request. */
+export function attachCreditInfo(req: object, state: CreditState): CreditInfo {
+  const info: CreditInfo = Object.freeze({
+    accountId: state.accountId,
+    accountType: state.accountType,
+    tier: state.tier,
+    price: fromMilli(state.priceMilli),
+    get cost() {
+      return fromMilli(chargeMilli(state))
+    },
+    holdId: state.holdId,
+    get remaining() {
+      const milli = remainingMilli(state)
+      return milli === null ? null : fromMilli(milli)
+    },
+    unlimited: state.unlimited,
+    claims: state.claims,
+    setCost(credits: number): void {
+      if (state.settled) {
+        throw new CreditArgumentError(
+          'ERR_CREDIT_INVALID_ARGUMENT',
+          'setCost was called after the response ended; call it before sending the response',
+        )
+      }
+      const milli = toMilli(credits, 'setCost credits')
+      if (milli > state.priceMilli) {
+        throw new CreditArgumentError(
+          'ERR_CREDIT_INVALID_AMOUNT',
+          `setCost credits must be at most the ${fromMilli(state.priceMilli)} credits this call is priced at, got ${describe(credits)}`,
+        )
+      }
+      // Unlimited, free and unmetered calls hold nothing: the lower cost only matters on paper.
+      if (state.holdId !== undefined && !state.unlimited) state.actualMilli = milli
+      state.onCostChange()
+    },
+  })
+  Object.defineProperty(req, INFO, { value: info, configurable: true })
+  // `req.credits` is a convenience for plain JavaScript; TypeScript users call getCredits(req).
+  Object.defineProperty(req, 'credits', {
+    value: info,
+    configurable: true,
+    enumerable: true,
+    writable: true,
+  })
+  return info
+}
+
+/**
+ * The credit details of a request that passed a credit gate: account, price, hold, remaining
+ * balance, and `setCost` to charge less. Also available as `req.credits`.
+ *
+ * @param req - the request a gated handler received
+ * @returns the details, or `undefined` when no credit gate let this request through
+ */
+export function getCredits(req: object): CreditInfo | undefined {
+  return (req as { [INFO]?: CreditInfo })[INFO]
+}
