@@ -109,6 +109,34 @@ export function claimKey(prefix: string, idempotencyKey: string): string {
   return `${prefix}{#${encodeAccountId(idempotencyKey)}}`
 }
 
+/**
+ * The key of the sweep's lease. Its hash tag `#` is one no account (`#` is always escaped) and no
+ * grant claim (`#` followed by at least one character) can have.
+ */
+export function sweepLeaseKey(prefix: string): string {
+  return `${prefix}{#}:sweep`
+}
+
+/** A SCAN pattern for every account hash of the ledger (`<prefix>{<encoded id>}:a`). */
+export function accountKeyPattern(prefix: string): string {
+  // Escape the glob characters a prefix may hold, so that it matches only itself.
+  return `${prefix.replace(/[*?[\]\\]/g, '\\$&')}{*}:a`
+}
+
+/** The account id of an account hash key found by SCAN, or undefined for any other key. */
+export function accountIdFromKey(prefix: string, key: string): string | undefined {
+  if (!key.startsWith(`${prefix}{`) || !key.endsWith('}:a')) return undefined
+  const encoded = key.slice(prefix.length + 1, -3)
+  if (encoded.includes('{') || encoded.includes('}')) return undefined
+  let id: string
+  try {
+    id = decodeURIComponent(encoded)
+  } catch {
+    return undefined
+  }
+  return encodeAccountId(id) === encoded && accountKeys(prefix, id).account === key ? id : undefined
+}
+
 /** A hold id names its account and a random nonce: `<encoded account id>:<nonce>`. */
 export function newHoldId(accountId: string): { holdId: string; nonce: string } {
   const nonce = randomBytes(12).toString('base64url')

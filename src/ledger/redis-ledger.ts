@@ -30,7 +30,33 @@ import {
   newHoldId,
   parseHoldId,
 } from './keys.js'
+import {
+  checkRedis,
+  sweepLedger,
+  type CheckOptions,
+  type RedisCheckReport,
+  type SweepOptions,
+  type SweepResult,
+} from './maintenance.js'
+import type { LedgerCore, ResolvedUsageRetention } from './core.js'
+import { audit, transactions } from './history.js'
+import type {
+  AuditReport,
+  EndSubscriptionOptions,
+  EndSubscriptionResult,
+  RecordUsageOptions,
+  RecordUsageResult,
+  SubscribeOptions,
+  SubscribeResult,
+  TransactionsOptions,
+  TransactionsPage,
+  UsageOptions,
+  UsageReport,
+  UsageRetention,
+} from './lifecycle-types.js'
 import { Reply } from './replies.js'
+import { endSubscription, parseSubscription, subscribe } from './subscriptions.js'
+import { parseUsageRetention, recordUsage, usage } from './usage.js'
 import {
   DEFAULT_ACCOUNT_TYPES,
   type AccountTypeConfig,
@@ -62,6 +88,11 @@ export interface RedisLedgerOptions {
   readonly resolvedHoldRetentionMs?: number
   /** History entries kept per account. Defaults to 1000. */
   readonly historyLimit?: number
+  /**
+   * How long usage analytics are kept, per granularity, in ms. Defaults to 48 hours of hourly
+   * periods, 90 days of daily ones and 731 days (24 months) of monthly ones.
+   */
+  readonly usageRetention?: UsageRetention
 }
 
 interface ResolvedType {
@@ -79,6 +110,7 @@ const LEDGER_KEYS = [
   'holdMs',
   'resolvedHoldRetentionMs',
   'historyLimit',
+  'usageRetention',
 ] as const
 const TYPE_KEYS = ['signupCredits', 'signupExpiresAfterMs', 'topUps', 'unlimited'] as const
 const DAY_MS = 24 * 60 * 60 * 1000
@@ -145,12 +177,16 @@ function parseAccountTypes(input: unknown): ReadonlyMap<string, ResolvedType> {
  */
 export class RedisLedger implements CreditLedger {
   readonly #runner: ScriptRunner
+  readonly #redis: Redis | Cluster
   readonly #prefix: string
   readonly #clock: (() => number) | undefined
   readonly #types: ReadonlyMap<string, ResolvedType>
   readonly #holdMs: number
   readonly #doneTtlMs: number
   readonly #historyLimit: number
+  readonly #usageRetention: ResolvedUsageRetention
+  /** What the operations in their own modules (subscriptions, history, usage) need of this one. */
+  readonly #core: LedgerCore
 
   /**
    * @param options - see {@link RedisLedgerOptions}
@@ -166,6 +202,7 @@ export class RedisLedger implements CreditLedger {
       )
     }
     this.#runner = new ScriptRunner(redis as ScriptClient)
+    this.#redis = redis as Redis | Cluster
     this.#prefix = checkPrefix(o['prefix'] ?? 'cg:')
     const clock = o['clock']
     if (clock !== undefined && typeof clock !== 'function') {
@@ -183,6 +220,19 @@ export class RedisLedger implements CreditLedger {
       1,
     )
     this.#historyLimit = configInteger(o['historyLimit'] ?? 1000, 'historyLimit', 1, 100_000)
+    this.#usageRetention = parseUsageRetention(o['usageRetention'])
+    this.#core = Object.freeze({
+      prefix: this.#prefix,
+      runner: this.#runner,
+      doneTtlMs: this.#doneTtlMs,
+      historyLimit: this.#historyLimit,
+      usageRetention: this.#usageRetention,
+      now: () => this.#now(),
+      run: (def: ScriptDef, id: string, args: readonly (string | number)[]) =>
+        this.#run(def, id, args),
+      noAccount: (id: string) => this.#noAccount(id),
+      conflict: (key: string) => this.#conflict(key),
+    })
   }
 
   /** The account type names this ledger knows. */
@@ -257,6 +307,12 @@ export class RedisLedger implements CreditLedger {
       )
     }
     const source = argString(o['source'], 'source', SOURCE, '1 to 64 of A-Z a-z 0-9 _ . -')
+    if (source === 'subscription') {
+      throw new CreditArgumentError(
+        'ERR_CREDIT_INVALID_ARGUMENT',
+        'source "subscription" is kept for the credits subscribe() grants; name purchases otherwise',
+      )
+    }
     const expiresAt = o['expiresAt'] === undefined ? 0 : argTime(o['expiresAt'], 'expiresAt')
     const key = argText(o['idempotencyKey'], 'idempotencyKey', 256)
     const fingerprint = `${encodeAccountId(id)}|${amount}|${source}|${expiresAt}|${kind}`
@@ -415,7 +471,9 @@ export class RedisLedger implements CreditLedger {
     nonce: string,
     mode: 'commit' | 'release',
     actual: number | '',
+    latencyMs: number | '' = '',
   ): Promise<Reply> {
+    const keep = this.#usageRetention
     return this.#run(scripts.resolve, accountId, [
       this.#now(),
       nonce,
@@ -423,6 +481,10 @@ export class RedisLedger implements CreditLedger {
       actual,
       this.#doneTtlMs,
       this.#historyLimit,
+      latencyMs,
+      keep.hour,
+      keep.day,
+      keep.month,
     ])
   }
 
@@ -433,9 +495,9 @@ export class RedisLedger implements CreditLedger {
     latency: unknown,
   ): Promise<SettleResult> {
     const { accountId, nonce } = parseHoldId(holdId)
-    // Usage analytics take the handler's latency; recorded by the script (see usage).
-    if (latency !== undefined) argInteger(latency, 'latencyMs', 0)
-    const reply = await this.#runResolve(accountId, nonce, mode, actual)
+    // Usage analytics take the handler's latency; the script counts the call once, with it.
+    const latencyMs = latency === undefined ? '' : argInteger(latency, 'latencyMs', 0)
+    const reply = await this.#runResolve(accountId, nonce, mode, actual, latencyMs)
     const outcome = ({ COMMITTED: 'committed', RELEASED: 'released', EXPIRED: 'expired' } as const)[
       reply.status as 'COMMITTED'
     ]
@@ -478,9 +540,11 @@ export class RedisLedger implements CreditLedger {
       this.#historyLimit,
     ])
     if (reply.status === 'NO_ACCOUNT') throw this.#noAccount(id)
-    if (reply.status !== 'OK' || reply.length % 2 !== 1) throw reply.broken(reply)
+    if (reply.status !== 'OK' || reply.length % 2 !== 0) throw reply.broken(reply)
+    const subscription = parseSubscription(reply.text(7))
+    if (subscription === undefined) throw reply.broken(reply)
     const buckets: CreditBucket[] = []
-    for (let i = 7; i < reply.length; i += 2) {
+    for (let i = 8; i < reply.length; i += 2) {
       const match = /^b(\d+):(.+)$/.exec(reply.text(i))
       if (match === null) throw reply.broken(reply)
       const expiresAt = Number(match[1])
@@ -498,8 +562,125 @@ export class RedisLedger implements CreditLedger {
       available: reply.credits(4),
       pending: reply.credits(5),
       buckets,
+      subscription,
       createdAt: reply.int(3),
     }
+  }
+
+  /**
+   * Starts a monthly subscription, or changes the plan of the current one, once per
+   * idempotency key. Credits refresh on each anniversary (UTC; an anniversary on the 31st falls
+   * on the last day of shorter months), lazily, inside whichever call touches the account next:
+   * no scheduler. Each refresh grants `monthlyCredits` (source `subscription`) that expire at
+   * the next one, unless `rollover` carries them forward while the subscription lasts.
+   *
+   * A plan change keeps the anniversary and takes effect at once: an upgrade grants the
+   * difference with what the current period already granted, now; a downgrade takes nothing
+   * back and the next refresh grants the new amount. Purchased and signup credits are never
+   * touched. Subscribing again while an end is scheduled cancels the end.
+   *
+   * @throws {@link CreditRuleError} `ERR_CREDIT_IDEMPOTENCY_CONFLICT`, `ERR_CREDIT_TOPUP_NOT_ALLOWED` (a guest), `ERR_CREDIT_ACCOUNT_NOT_FOUND`
+   * @throws {@link CreditArgumentError} on a bad option, or a `startsAt` that would move the anniversary of the current subscription
+   */
+  async subscribe(accountId: string, options: SubscribeOptions): Promise<SubscribeResult> {
+    return subscribe(this.#core, accountId, options)
+  }
+
+  /**
+   * Ends the subscription at the first anniversary at or after `at` (default now): the period
+   * in progress then is the last paid one, its credits expire when it ends, and nothing is
+   * refreshed after. Purchased and signup credits stay. Safe to resend; calling it again moves
+   * the end, and `subscribe` cancels it.
+   *
+   * @throws {@link CreditRuleError} `ERR_CREDIT_ACCOUNT_NOT_FOUND`
+   */
+  async endSubscription(
+    accountId: string,
+    options: EndSubscriptionOptions = {},
+  ): Promise<EndSubscriptionResult> {
+    return endSubscription(this.#core, accountId, options)
+  }
+
+  /**
+   * The account's credit movements, newest first, one page at a time: pass `nextCursor` back as
+   * `cursor` for older ones. A cursor stays valid while new movements arrive. The ledger keeps
+   * the newest `historyLimit` movements.
+   *
+   * @throws {@link CreditRuleError} `ERR_CREDIT_ACCOUNT_NOT_FOUND`
+   * @throws {@link CreditArgumentError} for a limit outside 1 to 500 or a cursor it did not make
+   */
+  async transactions(
+    accountId: string,
+    options: TransactionsOptions = {},
+  ): Promise<TransactionsPage> {
+    return transactions(this.#core, accountId, options)
+  }
+
+  /**
+   * Recomputes the balance from the retained history and compares it with the live balance
+   * (available plus pending), in one atomic step: reports the difference and every broken link.
+   * Reads the whole retained history: meant for support tools and tests, not for each request.
+   *
+   * @throws {@link CreditRuleError} `ERR_CREDIT_ACCOUNT_NOT_FOUND`
+   */
+  async audit(accountId: string): Promise<AuditReport> {
+    return audit(this.#core, accountId)
+  }
+
+  /**
+   * Usage analytics of the account: requests, credits charged, refunds and average latency per
+   * UTC hour, day or month over `[from, to)`, with totals and a per-endpoint breakdown. Periods
+   * past the retention (see `usageRetention`) read as zero.
+   *
+   * @throws {@link CreditRuleError} `ERR_CREDIT_ACCOUNT_NOT_FOUND`
+   * @throws {@link CreditArgumentError} for a bad range (more than 1000 periods) or granularity
+   */
+  async usage(accountId: string, options: UsageOptions): Promise<UsageReport> {
+    return usage(this.#core, accountId, options)
+  }
+
+  /**
+   * Counts one call that was not charged (a free tier) in the account's usage analytics. Never
+   * touches balances. Commit and release record the calls that held credits themselves.
+   *
+   * @returns `recorded: false` when the account does not exist (nothing is written)
+   */
+  async recordUsage(accountId: string, options: RecordUsageOptions): Promise<RecordUsageResult> {
+    return recordUsage(this.#core, accountId, options)
+  }
+
+  /**
+   * Checks that Redis is fit to keep a ledger: `maxmemory-policy noeviction` and persistence (AOF,
+   * or at least RDB), on every node of a Cluster. Call it at startup; with `strict: true` it
+   * refuses an evicting policy or no persistence at all.
+   *
+   * @throws {@link CreditStoreError} `ERR_CREDIT_UNSAFE_REDIS_CONFIG` (strict), `ERR_CREDIT_STORE_UNAVAILABLE`
+   */
+  async check(options: CheckOptions = {}): Promise<RedisCheckReport> {
+    return checkRedis(this.#redis, options)
+  }
+
+  /**
+   * Voids expired holds, forgets old hold outcomes and expires grants in every account (SCAN over
+   * every master), each account by one atomic script in its own slot. Every script does this
+   * lazily for the account it touches; the sweep is for accounts nobody touches. Safe from any
+   * number of instances: a lease lets one sweep run at a time, and correctness does not depend on
+   * it.
+   *
+   * @throws {@link CreditStoreError} `ERR_CREDIT_STORE_UNAVAILABLE`
+   */
+  async sweep(options: SweepOptions = {}): Promise<SweepResult> {
+    return sweepLedger(
+      {
+        redis: this.#redis,
+        runner: this.#runner,
+        prefix: this.#prefix,
+        now: () => this.#now(),
+        doneTtlMs: this.#doneTtlMs,
+        historyLimit: this.#historyLimit,
+      },
+      options,
+    )
   }
 
   async #run(
@@ -508,10 +689,15 @@ export class RedisLedger implements CreditLedger {
     args: readonly (string | number)[],
   ): Promise<Reply> {
     const k = accountKeys(this.#prefix, accountId)
-    const keys = [k.account, k.holds, k.deadlines, k.history, k.idempotency].slice(
-      0,
-      def.numberOfKeys,
-    )
+    const keys = [
+      k.account,
+      k.holds,
+      k.deadlines,
+      k.history,
+      k.idempotency,
+      k.usage,
+      k.usageIndex,
+    ].slice(0, def.numberOfKeys)
     const reply = new Reply(def.name, await this.#runner.run(def, keys, args))
     reply.throwIfInvalid()
     return reply

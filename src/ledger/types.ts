@@ -1,3 +1,5 @@
+import type { SubscriptionInfo } from './lifecycle-types.js'
+
 /** How one account type behaves. Every field has a default; see {@link DEFAULT_ACCOUNT_TYPES}. */
 export interface AccountTypeConfig {
   /** Credits granted once when the account opens. Defaults to 0. */
@@ -159,6 +161,8 @@ export interface BalanceResult {
   readonly pending: number
   /** Soonest-expiring first: the order they are spent in. */
   readonly buckets: readonly CreditBucket[]
+  /** The account's subscription, or `null`. */
+  readonly subscription: SubscriptionInfo | null
   /** Epoch ms when the account was opened. */
   readonly createdAt: number
 }

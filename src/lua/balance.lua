@@ -10,7 +10,8 @@
   ARGV[2] doneTtl    ms a resolved hold's outcome is remembered
   ARGV[3] historyMax history entries kept
 
-  Returns {'OK', type, flags, createdAt, available, pending, seq, bucket1, amount1, ...}
+  Returns {'OK', type, flags, createdAt, available, pending, seq, subscription, bucket1, amount1, ...}
+            subscription: '' or see subscriptionReply in lib.lua
             bucket names are 'b<expiresAt>:<source>', expiresAt 0 = never, soonest first
         | {'NO_ACCOUNT'}
         | {'INVALID', code, reason}
@@ -40,7 +41,7 @@ if changed(A) then
   flush(A)
 end
 local avail, pending = counters(A)
-local out = { 'OK', A.f.ty, A.f.fl or '', A.f.ct, avail, pending, F(A.seq) }
+local out = { 'OK', A.f.ty, A.f.fl or '', A.f.ct, avail, pending, F(A.seq), subscriptionReply(A) }
 for i = 1, #A.buckets do
   local b = A.buckets[i]
   if b.amount > 0 then

@@ -9,8 +9,8 @@
   KEYS[5] idempotency  hash    <prefix>{id}:i
   ARGV[1] now          epoch ms, or '' for Redis TIME
   ARGV[2] amount       milli-credits, at least 1
-  ARGV[3] source       ^[A-Za-z0-9_.-]+$, at most 64 characters
-  ARGV[4] expiresAt    epoch ms, 0 = never
+  ARGV[3] source       ^[A-Za-z0-9_.-]+$, at most 64 characters, not 'subscription' (see subscribe)
+  ARGV[4] expiresAt    epoch ms, 0 = never; after now, unless the key already made this grant
   ARGV[5] key          the idempotency key
   ARGV[6] kind         history kind: 'grant' | 'adjust'
   ARGV[7] doneTtl      ms a resolved hold's outcome is remembered
@@ -37,10 +37,10 @@ end
 if not amount or amount < 1 then
   return invalid('ERR_CREDIT_INVALID_AMOUNT', 'amount')
 end
-if not validSource(source) then
+if not validSource(source) or source == SUB then
   return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'source')
 end
-if not expiresAt or (expiresAt ~= 0 and expiresAt <= C.now) then
+if not expiresAt then
   return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'expiresAt')
 end
 if #key < 1 or #key > 512 then
@@ -76,6 +76,11 @@ if recorded then
   end
   local avail, pending = counters(A)
   return { 'DUPLICATE', avail, pending }
+end
+-- Only a new grant must expire in the future: a replay of one made earlier is a DUPLICATE even
+-- once its expiry has passed (a payment webhook may be replayed for days).
+if expiresAt ~= 0 and expiresAt <= C.now then
+  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'expiresAt')
 end
 if string.find(A.f.fl or '', 'n', 1, true) then
   return { 'NOT_ALLOWED', A.f.ty }

@@ -12,6 +12,11 @@
   Writes: an operation reads the account into a table, changes it in memory, and calls flush()
   once at the end. A script that refuses (402, 403, bad input) returns before flush and so
   writes nothing.
+
+  Time: maintain() applies what fell due since the account was last written (hold deadlines,
+  grant expiries, subscription refreshes) in time order, each at its own time (C.at), so the
+  history reads as if it had happened on time, however late the account is touched again.
+  calendar.lua is composed before this file.
 ]]
 
 local MAX_SAFE = 9007199254740991
@@ -69,8 +74,19 @@ local function bucketOrder(x, y)
   return x.source < y.source
 end
 
--- Context of one script run: keys and limits, set by the operation before load().
+-- Context of one script run: keys and limits, set by the operation before load(). C.at, when
+-- set, is the time of the lazy event maintain() is applying (<= C.now).
 local C = { now = 0, account = '', holds = '', deadlines = '', history = '', historyMax = 1000, doneTtl = 86400000 }
+
+local function at()
+  return C.at or C.now
+end
+
+-- Source of the credits a subscription grants; grant() refuses it, so only subscriptions make it.
+local SUB = 'subscription'
+-- Refreshes one run applies at most (50 years of months): an account idle longer than that
+-- catches up over its next calls instead of in one long script.
+local MAX_REFRESHES = 600
 
 local function newAccount()
   return {
@@ -85,6 +101,7 @@ local function newAccount()
     holdDel = {},
     deadlineSet = {},
     deadlineDel = {},
+    fieldDel = {},
   }
 end
 
@@ -141,8 +158,122 @@ local function record(A, kind, amount, source, endpoint)
     sign = '-'
     amount = -amount
   end
-  A.log[#A.log + 1] = F(A.seq) .. '|' .. F(C.now) .. '|' .. kind .. '|' .. sign .. F(amount) .. '|' ..
+  A.log[#A.log + 1] = F(A.seq) .. '|' .. F(at()) .. '|' .. kind .. '|' .. sign .. F(amount) .. '|' ..
     F(available(A) + A.pending) .. '|' .. source .. '|' .. endpoint
+end
+
+-- The account's subscription (field `su`), parsed once per run, or nil. Stored as
+--   plan|monthly|rollover|anchor|n|ends|allowance
+-- anchor     period k starts at addMonths(anchor, k) (UTC, day clamped; see calendar.lua)
+-- n          the next period to grant: periods 0 .. n-1 were granted; S.next is its start,
+--            which is also when the current period's credits expire
+-- ends       the anniversary at which the subscription ends (no period starts at or after
+--            it), 0 while it renews
+-- allowance  credits granted for the current period (the plan's, or more after an upgrade)
+local function subscription(A)
+  if A.sub == nil then
+    A.sub = false
+    local plan, monthly, rollover, anchor, n, ends, allowance =
+      string.match(A.f.su or '', '^([^|]+)|(%d+)|([01])|(%d+)|(%d+)|(%d+)|(%d+)$')
+    if plan then
+      A.sub = {
+        plan = plan,
+        monthly = tonumber(monthly) + 0.0,
+        rollover = rollover == '1',
+        anchor = tonumber(anchor) + 0.0,
+        n = tonumber(n) + 0.0,
+        ends = tonumber(ends) + 0.0,
+        allowance = tonumber(allowance) + 0.0,
+      }
+      A.sub.next = addMonths(A.sub.anchor, A.sub.n)
+    end
+  end
+  return A.sub or nil
+end
+
+-- Writes A.sub back to the account (flush() writes it), or removes the field when A.sub is false.
+local function saveSubscription(A)
+  local S = A.sub
+  if S then
+    local rollover = '0'
+    if S.rollover then
+      rollover = '1'
+    end
+    A.f.su = S.plan .. '|' .. F(S.monthly) .. '|' .. rollover .. '|' .. F(S.anchor) .. '|' .. F(S.n) .. '|' ..
+      F(S.ends) .. '|' .. F(S.allowance)
+    A.fieldDel.su = nil
+  else
+    A.f.su = nil
+    A.fieldDel.su = true
+  end
+  A.fieldsDirty = true
+end
+
+-- Whether period S.next may still start: the subscription renews, or ends later.
+local function renews(S)
+  return S.ends == 0 or S.next < S.ends
+end
+
+-- Grants period S.n, at C.at: monthly credits expiring when the period ends. The previous
+-- period's unused credits expire first (recorded), or, with rollover, move into the new
+-- period's bucket (a carry, not a movement: the balance does not change, so no entry).
+local function refresh(A, S)
+  local periodEnd = addMonths(S.anchor, S.n + 1)
+  local old = A.byName['b' .. F(S.next) .. ':' .. SUB]
+  if old and old.amount > 0 then
+    local amount = old.amount
+    old.amount = 0.0
+    A.dirty[old.name] = old
+    if S.rollover then
+      addBucket(A, periodEnd, SUB, amount)
+    else
+      record(A, 'expire', -amount, SUB, '')
+    end
+  end
+  addBucket(A, periodEnd, SUB, S.monthly)
+  record(A, 'grant', S.monthly, SUB, '')
+  S.n = S.n + 1
+  S.next = periodEnd
+  S.allowance = S.monthly
+  saveSubscription(A)
+end
+
+-- Where a held subscription credit goes when it comes back after its period ended: into the
+-- current period when the subscription rolls over (it would have been carried had it not been
+-- held), else nowhere (it expires). Only credits of this subscription (expiring after its
+-- anchor) are carried, and only while it is active.
+local function rolloverTarget(A, exp)
+  local S = subscription(A)
+  if S and S.rollover and S.n >= 1 and exp > S.anchor and exp < S.next and S.next > at() then
+    return S.next
+  end
+  return nil
+end
+
+-- The subscription for a reply: plan|monthly|rollover|anchor|periodStart|periodEnd|renewsAt|ends,
+-- '-' for none; '' without a subscription.
+local function subscriptionReply(A)
+  local S = subscription(A)
+  if not S then
+    return ''
+  end
+  local rollover = '0'
+  if S.rollover then
+    rollover = '1'
+  end
+  local periodStart, periodEnd, renewsAt, ends = '-', '-', '-', '-'
+  if S.n >= 1 then
+    periodStart = F(addMonths(S.anchor, S.n - 1))
+    periodEnd = F(S.next)
+  end
+  if renews(S) then
+    renewsAt = F(S.next)
+  end
+  if S.ends ~= 0 then
+    ends = F(S.ends)
+  end
+  return S.plan .. '|' .. F(S.monthly) .. '|' .. rollover .. '|' .. F(S.anchor) .. '|' .. periodStart .. '|' ..
+    periodEnd .. '|' .. renewsAt .. '|' .. ends
 end
 
 local function setHold(A, nonce, rec, deadline)
@@ -177,7 +308,8 @@ local function parseHold(rec)
 end
 
 -- Gives `amount` back from the hold's pending total to the bucket it came from; a bucket that
--- has expired meanwhile does not come back to life: that part is recorded as expired.
+-- has expired meanwhile does not come back to life: that part is recorded as expired (or, for
+-- a subscription that rolls over, joins the current period: see rolloverTarget).
 local function giveBack(A, name, amount)
   if amount <= 0 then
     return
@@ -185,8 +317,16 @@ local function giveBack(A, name, amount)
   A.pending = A.pending - amount
   local exp, source = string.match(name, '^b(%d+):(.+)$')
   exp = tonumber(exp) + 0.0
-  if exp ~= 0 and exp <= C.now then
-    record(A, 'expire', -amount, source, '')
+  if exp ~= 0 and exp <= at() then
+    local target = nil
+    if source == SUB then
+      target = rolloverTarget(A, exp)
+    end
+    if target then
+      addBucket(A, target, source, amount)
+    else
+      record(A, 'expire', -amount, source, '')
+    end
   else
     addBucket(A, exp, source, amount)
   end
@@ -214,30 +354,71 @@ local function resolveHold(A, hold, charge, endpoint)
   return returned
 end
 
--- Lazy maintenance, run by every script that loads an account: voids holds past their
--- deadline (giving their credits back), forgets resolved holds past their retention, and
--- expires grant buckets past their expiry.
+-- Lazy maintenance, run by every script that loads an account: applies, in time order and
+-- each at its own time, what fell due up to now: subscription refreshes (catching up every
+-- missed month), holds past their deadline (voided, their credits given back), resolved holds
+-- past their retention (forgotten) and grant buckets past their expiry. At equal times a
+-- refresh comes first (so a rollover carries what a hold gives back at that instant), then
+-- holds, then expiries. Finally a subscription past its end is removed.
 local function maintain(A)
-  local due = redis.call('ZRANGEBYSCORE', C.deadlines, '-inf', F(C.now), 'LIMIT', 0, 1000)
-  for i = 1, #due do
-    local nonce = due[i]
-    local rec = redis.call('HGET', C.holds, nonce)
-    local hold = rec and parseHold(rec)
-    if hold then
-      local returned = resolveHold(A, hold, 0, hold.endpoint)
-      setHold(A, nonce, 'E|0|' .. F(returned), C.now + C.doneTtl)
+  local due = redis.call('ZRANGEBYSCORE', C.deadlines, '-inf', F(C.now), 'WITHSCORES', 'LIMIT', 0, 1000)
+  local S = subscription(A)
+  local h = 1
+  local refreshes = 0
+  while true do
+    local t = math.huge
+    local event = nil
+    if S and refreshes < MAX_REFRESHES and S.next <= C.now and renews(S) then
+      t = S.next
+      event = 'refresh'
+    end
+    if h < #due then
+      local deadline = tonumber(due[h + 1]) + 0.0
+      if deadline < t then
+        t = deadline
+        event = 'hold'
+      end
+    end
+    -- Buckets are sorted soonest-expiring first: the first non-empty one is the next to expire.
+    for i = 1, #A.buckets do
+      local b = A.buckets[i]
+      if b.amount > 0 then
+        if b.exp ~= 0 and b.exp <= C.now and b.exp < t then
+          t = b.exp
+          event = b
+        end
+        break
+      end
+    end
+    if event == nil then
+      break
+    end
+    C.at = t
+    if event == 'refresh' then
+      refresh(A, S)
+      refreshes = refreshes + 1
+    elseif event == 'hold' then
+      local nonce = due[h]
+      h = h + 2
+      local rec = redis.call('HGET', C.holds, nonce)
+      local hold = rec and parseHold(rec)
+      if hold then
+        local returned = resolveHold(A, hold, 0, hold.endpoint)
+        setHold(A, nonce, 'E|0|' .. F(returned), C.now + C.doneTtl)
+      else
+        dropHold(A, nonce)
+      end
     else
-      dropHold(A, nonce)
+      local amount = event.amount
+      event.amount = 0.0
+      A.dirty[event.name] = event
+      record(A, 'expire', -amount, event.source, '')
     end
   end
-  for i = 1, #A.buckets do
-    local b = A.buckets[i]
-    if b.exp ~= 0 and b.exp <= C.now and b.amount > 0 then
-      local amount = b.amount
-      b.amount = 0.0
-      A.dirty[b.name] = b
-      record(A, 'expire', -amount, b.source, '')
-    end
+  C.at = nil
+  if S and S.ends ~= 0 and S.ends <= C.now and not renews(S) then
+    A.sub = false
+    saveSubscription(A)
   end
 end
 
@@ -276,6 +457,9 @@ local function flush(A)
       hset[#hset + 1] = name
       hset[#hset + 1] = value
     end
+    for name in pairs(A.fieldDel) do
+      redis.call('HDEL', C.account, name)
+    end
   end
   hset[#hset + 1] = 'pe'
   hset[#hset + 1] = F(A.pending)
@@ -295,13 +479,17 @@ local function flush(A)
     redis.call('ZADD', C.deadlines, F(deadline), nonce)
   end
   if #A.log > 0 then
-    redis.call('LPUSH', C.history, unpack(A.log))
+    -- In slices: unpack() refuses more than ~8000 values on Lua 5.1, and a catch-up can log more.
+    for i = 1, #A.log, 500 do
+      redis.call('LPUSH', C.history, unpack(A.log, i, math.min(i + 499, #A.log)))
+    end
     redis.call('LTRIM', C.history, 0, C.historyMax - 1)
   end
 end
 
 local function changed(A)
-  return next(A.dirty) ~= nil or next(A.holdSet) ~= nil or next(A.holdDel) ~= nil or #A.log > 0
+  return next(A.dirty) ~= nil or next(A.holdSet) ~= nil or next(A.holdDel) ~= nil or #A.log > 0 or
+    A.fieldsDirty == true
 end
 
 local function counters(A)

@@ -3,17 +3,26 @@
   (the soonest-expiring part first) and gives the rest back where it came from; a release
   gives everything back. A hold past its deadline is void: resolving it charges nothing.
   Resending after the outcome returns the first outcome, replayed, and changes nothing.
+  The call is counted once in the usage analytics of the hold's endpoint (analytics.lua) when
+  this run commits or releases it; a hold that expired is not a call that was answered.
 
   KEYS[1] account    hash    <prefix>{id}:a
   KEYS[2] holds      hash    <prefix>{id}:h
   KEYS[3] deadlines  zset    <prefix>{id}:d
   KEYS[4] history    list    <prefix>{id}:t
+  KEYS[5]                    unused (the idempotency hash); keeps the key layout of every script
+  KEYS[6] usage      hash    <prefix>{id}:u
+  KEYS[7] usageIndex zset    <prefix>{id}:v
   ARGV[1] now        epoch ms, or '' for Redis TIME
   ARGV[2] nonce      the hold's nonce
   ARGV[3] mode       'commit' | 'release'
   ARGV[4] actual     milli-credits to charge on commit, '' for all that was held
   ARGV[5] doneTtl    ms the outcome is remembered
   ARGV[6] historyMax history entries kept
+  ARGV[7] latency    ms the call took, for usage analytics, or '' when not measured
+  ARGV[8] keepHours  usage retention of hourly periods, ms
+  ARGV[9] keepDays   usage retention of daily periods, ms
+  ARGV[10] keepMonths usage retention of monthly periods, ms
 
   Returns {state, charged, returned, available, pending, replayed ('1'|'0')}
             state 'COMMITTED' | 'RELEASED' | 'EXPIRED' | 'VOID' (never reserved; now it cannot be)
@@ -46,6 +55,18 @@ end
 if not doneTtl or not historyMax or historyMax < 1 then
   return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'doneTtl or historyMax')
 end
+local latency = nil
+if ARGV[7] ~= '' then
+  latency = uint(ARGV[7])
+  if not latency then
+    return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'latencyMs')
+  end
+end
+if not usageRetention(ARGV[8], ARGV[9], ARGV[10]) then
+  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'usage retention')
+end
+U.usage = KEYS[6]
+U.index = KEYS[7]
 C.account = KEYS[1]
 C.holds = KEYS[2]
 C.deadlines = KEYS[3]
@@ -102,5 +123,10 @@ if mode == 'commit' then
 end
 setHold(A, nonce, state .. '|' .. F(charge) .. '|' .. F(returned), C.now + C.doneTtl)
 flush(A)
+local refunded = 0
+if state == 'R' then
+  refunded = 1
+end
+addUsage(hold.endpoint, charge, refunded, latency)
 local avail, pending = counters(A)
 return { STATES[state], F(charge), F(returned), avail, pending, '0' }

@@ -187,12 +187,21 @@ describe.each(BACKENDS)('RedisLedger contract on %s', (backend: Backend) => {
       expect((await ledger.balance('u6')).balance).toBe(284.5)
     })
 
-    it('stores amounts up to 2^53 − 1 milli-credits without losing a milli-credit', async () => {
-      const { ledger } = setup()
+    it('stores amounts up to 2^53 − 1 milli-credits exactly, and returns them exactly below 2^43 credits', async () => {
+      const { ledger, redis, prefix } = setup()
       await ledger.openAccount('rich', { type: 'enterprise' })
-      const max = '9007199254740.991'
-      await ledger.grant('rich', { amount: max, source: 'purchase', idempotencyKey: 'rich-1' })
-      expect(String((await ledger.balance('rich')).available)).toBe(max)
+      await ledger.grant('rich', {
+        amount: '9007199254740.991',
+        source: 'purchase',
+        idempotencyKey: 'rich-1',
+      })
+      // Exact to the milli-credit in Redis; as a JS number, the nearest double (within 0.002).
+      expect(await redis.hget(accountKeys(prefix, 'rich').account, 'b0:purchase')).toBe(
+        '9007199254740991',
+      )
+      expect(
+        Math.abs((await ledger.balance('rich')).available - Number('9007199254740.991')),
+      ).toBeLessThan(0.002)
       await expectCode(
         ledger.grant('rich', {
           amount: '9007199254740.992',
@@ -201,6 +210,13 @@ describe.each(BACKENDS)('RedisLedger contract on %s', (backend: Backend) => {
         }),
         'ERR_CREDIT_INVALID_AMOUNT',
       )
+      await ledger.openAccount('rich2', { type: 'enterprise' })
+      await ledger.grant('rich2', {
+        amount: '8796093022207.999',
+        source: 'purchase',
+        idempotencyKey: 'rich2-1',
+      })
+      expect(String((await ledger.balance('rich2')).available)).toBe('8796093022207.999')
     })
   })
 

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 
-import { Redis } from 'ioredis'
+import { Cluster, Redis } from 'ioredis'
 import RedisMock from 'ioredis-mock'
 
 import { RedisLedger, type RedisLedgerOptions } from '../../src/index'
@@ -31,9 +31,37 @@ export function uniquePrefix(): string {
   return `test:${randomUUID()}:`
 }
 
-/** The backends every ledger claim is proven on. */
-export type Backend = 'redis' | 'mock'
-export const BACKENDS: readonly Backend[] = ['redis', 'mock']
+/** The seed node of the run's Redis Cluster (started by global-setup), or undefined. */
+export function redisClusterUrl(): string | undefined {
+  const url = process.env['REDIS_CLUSTER_URL']
+  return url === undefined || url === '' ? undefined : url
+}
+
+/** A new ioredis `Cluster` client of the run's Redis Cluster. Close it with `quit()`. */
+export function clusterRedis(url = redisClusterUrl()): Cluster {
+  if (url === undefined) {
+    throw new Error(
+      'REDIS_CLUSTER_URL is not set: the jest global setup starts a cluster unless CREDITGATE_CLUSTER=0',
+    )
+  }
+  const { hostname, port } = new URL(url)
+  return new Cluster([{ host: hostname, port: Number(port) }], {
+    redisOptions: { maxRetriesPerRequest: 3 },
+  })
+}
+
+/** The backends every ledger claim is proven on: 'cluster' too when the run has a cluster. */
+export type Backend = 'redis' | 'mock' | 'cluster'
+export const BACKENDS: readonly Backend[] =
+  redisClusterUrl() === undefined ? ['redis', 'mock'] : ['redis', 'mock', 'cluster']
+
+/** A new client of the given backend. */
+export function backendRedis(backend: 'redis' | 'mock'): Redis
+export function backendRedis(backend: Backend): Redis | Cluster
+export function backendRedis(backend: Backend): Redis | Cluster {
+  if (backend === 'cluster') return clusterRedis()
+  return backend === 'redis' ? realRedis() : mockRedis()
+}
 
 /** A test clock: starts at a fixed UTC time, moves only when told. */
 export class TestClock {
@@ -49,10 +77,18 @@ export class TestClock {
 
 /** A ledger on a fresh prefix of the given backend, with its client. */
 export function makeLedger(
+  backend: 'redis' | 'mock',
+  options?: Omit<RedisLedgerOptions, 'redis'>,
+): { ledger: RedisLedger; redis: Redis; prefix: string }
+export function makeLedger(
+  backend: Backend,
+  options?: Omit<RedisLedgerOptions, 'redis'>,
+): { ledger: RedisLedger; redis: Redis | Cluster; prefix: string }
+export function makeLedger(
   backend: Backend,
   options: Omit<RedisLedgerOptions, 'redis'> = {},
-): { ledger: RedisLedger; redis: Redis; prefix: string } {
-  const redis = backend === 'redis' ? realRedis() : mockRedis()
+): { ledger: RedisLedger; redis: Redis | Cluster; prefix: string } {
+  const redis = backendRedis(backend)
   const prefix = uniquePrefix()
   return { ledger: new RedisLedger({ prefix, ...options, redis }), redis, prefix }
 }

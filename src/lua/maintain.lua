@@ -1,0 +1,69 @@
+--[[
+  maintain: runs the lazy maintenance of one account on its own, for the sweep: voids holds past
+  their deadline (their credits go back), forgets resolved holds past their retention and
+  expires grants past their expiry, exactly as every other script does on its way in. Writes
+  only when something changed. Safe to run any number of times, concurrently: each run is atomic
+  and a second run finds nothing left to do.
+
+  KEYS[1] account    hash    <prefix>{id}:a
+  KEYS[2] holds      hash    <prefix>{id}:h
+  KEYS[3] deadlines  zset    <prefix>{id}:d
+  KEYS[4] history    list    <prefix>{id}:t
+  ARGV[1] now        epoch ms, or '' for Redis TIME
+  ARGV[2] doneTtl    ms a resolved hold's outcome is remembered
+  ARGV[3] historyMax history entries kept
+
+  Returns {'OK', voided, forgotten, expired, more}
+            voided     holds this run voided (past their deadline, unresolved)
+            forgotten  resolved holds this run forgot (past their retention)
+            expired    milli-credits this run recorded as expired
+            more       '1' when deadlines are still due (one run handles at most 1000): run again
+        | {'NO_ACCOUNT'}
+        | {'INVALID', code, reason}
+]]
+C.now = clock(ARGV[1])
+local doneTtl = uint(ARGV[2])
+local historyMax = uint(ARGV[3])
+if not C.now then
+  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'now')
+end
+if not doneTtl or not historyMax or historyMax < 1 then
+  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'doneTtl or historyMax')
+end
+C.account = KEYS[1]
+C.holds = KEYS[2]
+C.deadlines = KEYS[3]
+C.history = KEYS[4]
+C.doneTtl = doneTtl
+C.historyMax = historyMax
+
+local A = load()
+if not A then
+  return { 'NO_ACCOUNT' }
+end
+maintain(A)
+local voided = 0.0
+for _, rec in pairs(A.holdSet) do
+  if string.sub(rec, 1, 2) == 'E|' then
+    voided = voided + 1
+  end
+end
+local forgotten = 0.0
+for _ in pairs(A.holdDel) do
+  forgotten = forgotten + 1
+end
+local expired = 0.0
+for i = 1, #A.log do
+  local kind, amount = string.match(A.log[i], '^[^|]*|[^|]*|([^|]*)|%-?(%d+)|')
+  if kind == 'expire' then
+    expired = expired + tonumber(amount)
+  end
+end
+if changed(A) then
+  flush(A)
+end
+local more = '0'
+if redis.call('ZCOUNT', C.deadlines, '-inf', F(C.now)) > 0 then
+  more = '1'
+end
+return { 'OK', F(voided), F(forgotten), F(expired), more }
