@@ -1,0 +1,261 @@
+/**
+ * `npm run bench`: the same Express app with no gate, creditgate (header identity and JWT),
+ * express-rate-limit + rate-limit-redis, and rate-limiter-flexible, run interleaved against one
+ * private redis-server on loopback; then the ledger's own figures. Writes bench/RESULTS.md.
+ *
+ * Environment: BENCH_ROUNDS (default 3), BENCH_DURATION seconds per run (default 8),
+ * BENCH_CONNECTIONS (default 64), BENCH_ACCOUNTS (default 5000), BENCH_MEMORY_ACCOUNTS
+ * (default 100000), BENCH_SKIP_HTTP=1 / BENCH_SKIP_LEDGER=1 to run one half.
+ */
+import { execFileSync, fork, type ChildProcess } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
+import os from 'node:os'
+import { join } from 'node:path'
+
+import autocannon from 'autocannon'
+import { Redis } from 'ioredis'
+import jwt from 'jsonwebtoken'
+
+import { RedisLedger } from 'creditgate'
+
+import { freePort, startRedis, type OwnedRedis } from '../test/setup/redis-server'
+import { ledgerFigures, type LedgerFigures } from './ledger'
+import { CASES, JWT_SECRET, PREFIX, type Case } from './cases'
+
+const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3)
+const DURATION = Number(process.env['BENCH_DURATION'] ?? 8)
+const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 64)
+const ACCOUNTS = Number(process.env['BENCH_ACCOUNTS'] ?? 5000)
+const MIXES = [
+  { name: 'all succeed', failEvery: 0 },
+  { name: '10 % fail (refunds)', failEvery: 10 },
+] as const
+
+interface Run {
+  readonly mix: string
+  readonly kind: Case
+  readonly rps: number
+  readonly p50: number
+  readonly p99: number
+  readonly ok: number
+  readonly failed: number
+  readonly errors: number
+}
+
+async function startServer(
+  kind: Case,
+  redisUrl: string,
+): Promise<{ child: ChildProcess; port: number }> {
+  const port = await freePort()
+  const child = fork(join('bench', 'server.ts'), [kind, String(port), redisUrl], {
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  })
+  await new Promise<void>((resolve, reject) => {
+    child.once('message', () => {
+      resolve()
+    })
+    child.once('exit', (code) => {
+      reject(new Error(`${kind} server exited with ${code}`))
+    })
+  })
+  return { child, port }
+}
+
+async function stopServer(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  child.kill('SIGTERM')
+  await exited
+}
+
+function load(
+  port: number,
+  kind: Case,
+  failEvery: number,
+  seconds: number,
+  tokens: readonly string[],
+) {
+  let i = 0
+  return autocannon({
+    url: `http://127.0.0.1:${port}`,
+    connections: CONNECTIONS,
+    duration: seconds,
+    requests: [
+      {
+        method: 'GET',
+        setupRequest: (request) => {
+          i += 1
+          const account = i % ACCOUNTS
+          const path = failEvery > 0 && i % failEvery === 0 ? '/quote?fail=1' : '/quote'
+          const headers: Record<string, string> =
+            kind === 'creditgate-jwt'
+              ? { authorization: `Bearer ${tokens[account] ?? ''}` }
+              : { 'x-account-id': `acct-${account}` }
+          return { ...request, path, headers }
+        },
+      },
+    ],
+  })
+}
+
+async function totalBalance(ledger: RedisLedger): Promise<{ balance: number; pending: number }> {
+  let balance = 0
+  let pending = 0
+  for (let start = 0; start < ACCOUNTS; start += 500) {
+    const batch = await Promise.all(
+      Array.from({ length: Math.min(500, ACCOUNTS - start) }, (_, j) =>
+        ledger.balance(`acct-${start + j}`),
+      ),
+    )
+    for (const b of batch) {
+      balance += Math.round(b.balance * 1000)
+      pending += Math.round(b.pending * 1000)
+    }
+  }
+  return { balance: balance / 1000, pending: pending / 1000 }
+}
+
+async function settled(ledger: RedisLedger): Promise<{ balance: number; pending: number }> {
+  let total = await totalBalance(ledger)
+  for (let i = 0; i < 50 && total.pending !== 0; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    total = await totalBalance(ledger)
+  }
+  return total
+}
+
+function redisVersion(): string {
+  return execFileSync('redis-server', ['--version'], { encoding: 'utf8' })
+    .split(' ')
+    .slice(0, 3)
+    .join(' ')
+}
+
+const median = (values: readonly number[]): number => {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1
+    ? (sorted[mid] ?? 0)
+    : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2
+}
+
+async function httpBench(redis: OwnedRedis): Promise<{ runs: Run[]; ledgerCheck: string[] }> {
+  const client = new Redis(redis.url)
+  const ledger = new RedisLedger({
+    redis: client,
+    prefix: PREFIX,
+    accountTypes: { bench: { signupCredits: 1_000_000_000 } },
+  })
+  for (let start = 0; start < ACCOUNTS; start += 500) {
+    await Promise.all(
+      Array.from({ length: Math.min(500, ACCOUNTS - start) }, (_, j) =>
+        ledger.openAccount(`acct-${start + j}`, { type: 'bench' }),
+      ),
+    )
+  }
+  const tokens = Array.from({ length: ACCOUNTS }, (_, i) =>
+    jwt.sign({ sub: `acct-${i}` }, JWT_SECRET, { algorithm: 'HS256', expiresIn: '2h' }),
+  )
+  const runs: Run[] = []
+  const ledgerCheck: string[] = []
+  for (const mix of MIXES) {
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const kind of CASES) {
+        const { child, port } = await startServer(kind, redis.url)
+        const gated = kind.startsWith('creditgate')
+        const before = gated ? await settled(ledger) : undefined
+        const warm = await load(port, kind, mix.failEvery, 2, tokens)
+        const result = await load(port, kind, mix.failEvery, DURATION, tokens)
+        await stopServer(child)
+        const ok = result['2xx']
+        const failed = result.non2xx
+        runs.push({
+          mix: mix.name,
+          kind,
+          rps: result.requests.average,
+          p50: result.latency.p50,
+          p99: result.latency.p99,
+          ok,
+          failed,
+          errors: result.errors + result.timeouts,
+        })
+        if (before !== undefined) {
+          const after = await settled(ledger)
+          const charged = before.balance - after.balance
+          const served = ok + warm['2xx']
+          ledgerCheck.push(
+            `${mix.name}, round ${round + 1}, ${kind}: ${served} 2xx responses, ${charged} credits charged, ${failed + warm.non2xx} non-2xx refunded, pending after settle ${after.pending}${charged === served ? '' : '  <-- MISMATCH'}`,
+          )
+        }
+        console.log(
+          `${mix.name.padEnd(20)} round ${round + 1} ${kind.padEnd(22)} ${result.requests.average.toFixed(0).padStart(6)} req/s  p50 ${result.latency.p50} ms  p99 ${result.latency.p99} ms  2xx ${ok} non2xx ${failed}`,
+        )
+      }
+    }
+  }
+  await client.quit()
+  return { runs, ledgerCheck }
+}
+
+function httpTable(runs: readonly Run[]): string {
+  const lines: string[] = []
+  for (const mix of MIXES) {
+    const of = (kind: Case) => runs.filter((r) => r.mix === mix.name && r.kind === kind)
+    const bare = median(of('bare').map((r) => r.rps))
+    const bareP99 = median(of('bare').map((r) => r.p99))
+    lines.push(`\n### ${mix.name}\n`)
+    lines.push(
+      '| case | req/s median (min–max) | × bare | p50 ms | p99 ms | p99 × bare | non-2xx | errors |',
+    )
+    lines.push('| --- | --- | --- | --- | --- | --- | --- | --- |')
+    for (const kind of CASES) {
+      const rs = of(kind)
+      const rps = rs.map((r) => r.rps)
+      const p99 = median(rs.map((r) => r.p99))
+      lines.push(
+        `| ${kind} | ${median(rps).toFixed(0)} (${Math.min(...rps).toFixed(0)}–${Math.max(...rps).toFixed(0)}) | ${(median(rps) / bare).toFixed(3)} | ${median(rs.map((r) => r.p50))} | ${p99} | ${(p99 / bareP99).toFixed(2)} | ${rs.reduce((s, r) => s + r.failed, 0)} | ${rs.reduce((s, r) => s + r.errors, 0)} |`,
+      )
+    }
+  }
+  return lines.join('\n')
+}
+
+function ledgerTable(f: LedgerFigures): string {
+  return [
+    '| measurement | figure |',
+    '| --- | --- |',
+    ...f.rows.map(([name, value]) => `| ${name} | ${value} |`),
+  ].join('\n')
+}
+
+async function main(): Promise<void> {
+  const redis = await startRedis()
+  const started = new Date().toISOString()
+  const sections: string[] = []
+  try {
+    if (process.env['BENCH_SKIP_HTTP'] !== '1') {
+      const { runs, ledgerCheck } = await httpBench(redis)
+      sections.push(
+        `## HTTP: the same Express 5 route behind each gate\n\n${CONNECTIONS} connections, ${ACCOUNTS} distinct accounts, ${ROUNDS} interleaved rounds of ${DURATION} s per case (after 2 s of warm-up), runs ordered ${CASES.join(', ')} in every round. Medians over the rounds, with min–max; ratios are to the bare app measured in the same rounds.\n${httpTable(runs)}\n\n### Ledger check after each creditgate run\n\nCredits charged must equal the 2xx responses (1 credit each), and nothing stays pending:\n\n${ledgerCheck.map((l) => `- ${l}`).join('\n')}\n`,
+      )
+    }
+    if (process.env['BENCH_SKIP_LEDGER'] !== '1') {
+      const figures = await ledgerFigures(redis)
+      sections.push(`## Ledger\n\n${ledgerTable(figures)}\n`)
+    }
+  } finally {
+    await redis.stop()
+  }
+  const cpu = os.cpus()[0]?.model ?? 'unknown CPU'
+  const header = `# Benchmark results\n\nRun ${started} with \`npm run bench\` (${
+    Object.entries(process.env)
+      .filter(([k]) => k.startsWith('BENCH_'))
+      .map(([k, v]) => `${k}=${v ?? ''}`)
+      .join(' ') || 'defaults'
+  }).\n\nMachine: ${os.cpus().length} × ${cpu}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, ${os.type()} ${os.release()}; ${redisVersion()} on loopback (no persistence), load from autocannon in a separate process. The machine is shared and noisy: compare ratios within one run, not absolute figures across runs.\n`
+  writeFileSync(join('bench', 'RESULTS.md'), `${header}\n${sections.join('\n')}`)
+  console.log('wrote bench/RESULTS.md')
+}
+
+void main()

@@ -1,0 +1,105 @@
+/**
+ * One benchmark server: the same Express app with one of the gates in front of its route.
+ * Run as a child process by bench/run.ts so the load generator never shares its event loop.
+ *
+ *   tsx bench/server.ts <case> <port> <redisUrl>
+ */
+import { createServer } from 'node:http'
+
+import express, { type RequestHandler } from 'express'
+import { rateLimit } from 'express-rate-limit'
+import { Redis } from 'ioredis'
+import { RedisStore } from 'rate-limit-redis'
+import { RateLimiterRedis } from 'rate-limiter-flexible'
+
+import { RedisLedger, createCreditGate, fromJwt } from 'creditgate'
+
+import { CASES, JWT_SECRET, PREFIX, type Case } from './cases'
+
+function accountOf(req: { headers: Record<string, string | string[] | undefined> }): string {
+  const id = req.headers['x-account-id']
+  return typeof id === 'string' ? id : 'anonymous'
+}
+
+function gateFor(kind: Case, redisUrl: string): RequestHandler | undefined {
+  switch (kind) {
+    case 'bare':
+      return undefined
+    case 'creditgate-header':
+    case 'creditgate-jwt': {
+      const redis = new Redis(redisUrl, { enableAutoPipelining: true })
+      const ledger = new RedisLedger({ redis, prefix: PREFIX })
+      const identify =
+        kind === 'creditgate-jwt'
+          ? fromJwt({ secret: JWT_SECRET, algorithms: ['HS256'] })
+          : (req: { headers: Record<string, string | string[] | undefined> }) => {
+              const id = req.headers['x-account-id']
+              return typeof id === 'string' ? id : null
+            }
+      const creditGate = createCreditGate({ ledger, identify })
+      return creditGate('basic')
+    }
+    case 'express-rate-limit': {
+      const redis = new Redis(redisUrl, { enableAutoPipelining: true })
+      return rateLimit({
+        windowMs: 60_000,
+        limit: 1_000_000_000,
+        skipFailedRequests: true,
+        standardHeaders: 'draft-7',
+        legacyHeaders: false,
+        keyGenerator: accountOf,
+        validate: false,
+        store: new RedisStore({
+          prefix: 'bench-erl:',
+          sendCommand: (command: string, ...args: string[]) =>
+            redis.call(command, ...args) as never,
+        }),
+      })
+    }
+    case 'rate-limiter-flexible': {
+      const redis = new Redis(redisUrl, { enableAutoPipelining: true })
+      const limiter = new RateLimiterRedis({
+        storeClient: redis,
+        points: 1_000_000_000,
+        duration: 60,
+        keyPrefix: 'bench-rlf',
+      })
+      return function rateLimiterFlexible(req, res, next) {
+        limiter.consume(accountOf(req), 1).then(
+          () => {
+            next()
+          },
+          () => {
+            res.status(429).end()
+          },
+        )
+      }
+    }
+  }
+}
+
+export function main(): void {
+  const [kind, port, redisUrl] = process.argv.slice(2) as [Case, string, string]
+  if (!CASES.includes(kind)) throw new Error(`unknown case ${kind}`)
+  const app = express()
+  app.set('etag', false)
+  app.set('x-powered-by', false)
+  const gate = gateFor(kind, redisUrl)
+  const handler: RequestHandler = (req, res) => {
+    // The 10 % failing mix: the load generator marks every tenth request.
+    if (req.query['fail'] === '1') {
+      res.status(500).json({ error: 'failed on purpose' })
+      return
+    }
+    res.json({ ok: true })
+  }
+  if (gate === undefined) app.get('/quote', handler)
+  else app.get('/quote', gate, handler)
+  const server = createServer(app)
+  server.keepAliveTimeout = 65_000
+  server.listen(Number(port), '127.0.0.1', () => {
+    process.send?.('ready')
+  })
+}
+
+main()
