@@ -85,7 +85,11 @@ export function main(): void {
   app.set('etag', false)
   app.set('x-powered-by', false)
   const gate = gateFor(kind, redisUrl)
+  let served = 0
   const handler: RequestHandler = (req, res) => {
+    res.on('finish', () => {
+      if (res.statusCode >= 200 && res.statusCode < 300) served += 1
+    })
     // The 10 % failing mix: the load generator marks every tenth request.
     if (req.query['fail'] === '1') {
       res.status(500).json({ error: 'failed on purpose' })
@@ -99,6 +103,17 @@ export function main(): void {
   server.keepAliveTimeout = 65_000
   server.listen(Number(port), '127.0.0.1', () => {
     process.send?.('ready')
+  })
+  // 'stop': stop taking requests, give settlements a moment, report, and exit (so a
+  // --cpu-prof profile is written and the ledger check sees every commit).
+  process.on('message', (message) => {
+    if (message !== 'stop') return
+    server.close()
+    server.closeAllConnections()
+    setTimeout(() => {
+      process.send?.({ served })
+      process.exit(0)
+    }, 1000)
   })
 }
 

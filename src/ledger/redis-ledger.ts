@@ -84,7 +84,12 @@ export interface RedisLedgerOptions {
   readonly accountTypes?: Readonly<Record<string, AccountTypeConfig>>
   /** How long a hold lives unresolved before it is void. Defaults to 30 000 ms. */
   readonly holdMs?: number
-  /** How long a resolved hold's outcome is remembered, so resends get it. Defaults to 24 hours. */
+  /**
+   * How long a resolved hold's outcome is remembered, so that a resent commit or release gets
+   * the first outcome (`replayed: true`) instead of `ERR_CREDIT_HOLD_NOT_FOUND`. Resends come
+   * within seconds of a reconnect; memory grows with calls × this window. Forgetting never
+   * risks a double charge: a forgotten hold cannot be committed again. Defaults to 10 minutes.
+   */
   readonly resolvedHoldRetentionMs?: number
   /** History entries kept per account. Defaults to 1000. */
   readonly historyLimit?: number
@@ -113,7 +118,6 @@ const LEDGER_KEYS = [
   'usageRetention',
 ] as const
 const TYPE_KEYS = ['signupCredits', 'signupExpiresAfterMs', 'topUps', 'unlimited'] as const
-const DAY_MS = 24 * 60 * 60 * 1000
 
 function parseAccountTypes(input: unknown): ReadonlyMap<string, ResolvedType> {
   const merged: Record<string, unknown> = { ...DEFAULT_ACCOUNT_TYPES }
@@ -215,7 +219,7 @@ export class RedisLedger implements CreditLedger {
     this.#types = parseAccountTypes(o['accountTypes'])
     this.#holdMs = configInteger(o['holdMs'] ?? 30_000, 'holdMs', 1)
     this.#doneTtlMs = configInteger(
-      o['resolvedHoldRetentionMs'] ?? DAY_MS,
+      o['resolvedHoldRetentionMs'] ?? 10 * 60 * 1000,
       'resolvedHoldRetentionMs',
       1,
     )
@@ -322,16 +326,31 @@ export class RedisLedger implements CreditLedger {
     )
     if (claim.status === 'CONFLICT') throw this.#conflict(key)
     if (claim.status !== 'NEW' && claim.status !== 'SAME') throw claim.broken(claim)
-    const reply = await this.#run(scripts.grant, id, [
-      this.#now(),
-      amount,
-      source,
-      expiresAt,
-      key,
-      kind,
-      this.#doneTtlMs,
-      this.#historyLimit,
-    ])
+    let reply: Reply
+    try {
+      reply = await this.#run(scripts.grant, id, [
+        this.#now(),
+        amount,
+        source,
+        expiresAt,
+        key,
+        kind,
+        this.#doneTtlMs,
+        this.#historyLimit,
+      ])
+    } catch (error) {
+      // The script refused an argument only it can judge (an expiresAt already past by Redis's
+      // clock): withdraw the claim this call made, so that a refused call writes nothing and the
+      // corrected grant may use the key. Only a claim we made, and only while it holds our
+      // fingerprint: a grant with the same fingerprint is refused the same way (a replay of one
+      // made earlier is answered DUPLICATE first), so no grant can rest on it.
+      if (claim.status === 'NEW' && error instanceof CreditArgumentError) {
+        await this.#runner
+          .run(scripts.unlock, [claimKey(this.#prefix, key)], [fingerprint])
+          .catch(() => undefined)
+      }
+      throw error
+    }
     switch (reply.status) {
       case 'GRANTED':
       case 'DUPLICATE': {
@@ -435,8 +454,15 @@ export class RedisLedger implements CreditLedger {
         return { status: 'forbidden', accountId: id, accountType: reply.text(1) }
       case 'NO_ACCOUNT':
         return { status: 'no_account', accountId: id }
+      case 'DUPLICATE':
+        // Our own nonce, already resolved: ioredis resent this reserve after a reconnect, and the
+        // first run's hold had expired (or been voided) by the time the resend ran. Nothing is
+        // held now, and nothing was charged.
+        throw new CreditStoreError(
+          'ERR_CREDIT_STORE_UNAVAILABLE',
+          'the reserve reached Redis again after a reconnect, when its first hold had already ended; nothing is held: reserve again',
+        )
       default:
-        // DUPLICATE: a fresh random nonce was already resolved. Cannot happen short of a bug.
         throw reply.broken(reply)
     }
   }

@@ -99,8 +99,10 @@ local function addUsage(endpoint, credits, refunded, latency)
       F(latencyCount)
   end
   redis.call('HSET', U.usage, unpack(hset))
+  -- Only a call that opens a new period can make an old one fall out of retention soon enough
+  -- to matter: trimming then keeps memory bounded without three range scans on every call.
   if #zadd > 0 then
     redis.call('ZADD', U.index, unpack(zadd))
+    trimUsage()
   end
-  trimUsage()
 end
