@@ -62,11 +62,20 @@ async function startServer(
   return { child, port }
 }
 
-async function stopServer(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return
+/** Stops a server gracefully: it settles what it served, reports its 2xx count, and exits. */
+async function stopServer(child: ChildProcess): Promise<number> {
+  const report = new Promise<number>((resolve) => {
+    child.on('message', (message: unknown) => {
+      if (typeof message === 'object' && message !== null && 'served' in message) {
+        resolve(Number(message.served))
+      }
+    })
+  })
   const exited = new Promise((resolve) => child.once('exit', resolve))
-  child.kill('SIGTERM')
+  child.send('stop')
+  const served = await report
   await exited
+  return served
 }
 
 function load(
@@ -167,7 +176,7 @@ async function httpBench(redis: OwnedRedis): Promise<{ runs: Run[]; ledgerCheck:
         const before = gated ? await settled(ledger) : undefined
         const warm = await load(port, kind, mix.failEvery, 2, tokens)
         const result = await load(port, kind, mix.failEvery, DURATION, tokens)
-        await stopServer(child)
+        const served = await stopServer(child)
         const ok = result['2xx']
         const failed = result.non2xx
         runs.push({
@@ -183,9 +192,8 @@ async function httpBench(redis: OwnedRedis): Promise<{ runs: Run[]; ledgerCheck:
         if (before !== undefined) {
           const after = await settled(ledger)
           const charged = before.balance - after.balance
-          const served = ok + warm['2xx']
           ledgerCheck.push(
-            `${mix.name}, round ${round + 1}, ${kind}: ${served} 2xx responses, ${charged} credits charged, ${failed + warm.non2xx} non-2xx refunded, pending after settle ${after.pending}${charged === served ? '' : '  <-- MISMATCH'}`,
+            `${mix.name}, round ${round + 1}, ${kind}: the server sent ${served} 2xx responses, ${charged} credits were charged, ${failed + warm.non2xx} non-2xx were not, pending after settling: ${after.pending}${charged === served && after.pending === 0 ? '' : '  <-- MISMATCH'}`,
           )
         }
         console.log(

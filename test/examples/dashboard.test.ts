@@ -48,9 +48,14 @@ describe('the demo dashboard in headless Chromium', () => {
   })
 
   async function balanceIs(page: Page, text: string): Promise<void> {
-    await page.waitForFunction((t) => document.getElementById('balance')?.textContent === t, text, {
-      timeout: 10_000,
-    })
+    // Page functions as strings: this file is compiled without the DOM library.
+    await page.waitForFunction(
+      `document.getElementById('balance')?.textContent === ${JSON.stringify(text)}`,
+      undefined,
+      {
+        timeout: 10_000,
+      },
+    )
   }
 
   it('logs in, makes calls, and shows the balance change, the usage chart and the transactions', async () => {
@@ -73,11 +78,11 @@ describe('the demo dashboard in headless Chromium', () => {
     await balanceIs(page, '343')
     await page.click('#call-bad')
     await page.waitForFunction(
-      () => document.getElementById('status')?.textContent?.startsWith('400') === true,
+      `document.getElementById('status')?.textContent?.startsWith('400') === true`,
     )
     await page.click('#call-free')
     await page.waitForFunction(
-      () => document.getElementById('status')?.textContent?.startsWith('200') === true,
+      `document.getElementById('status')?.textContent?.startsWith('200') === true`,
     )
     await balanceIs(page, '343')
 
@@ -85,10 +90,8 @@ describe('the demo dashboard in headless Chromium', () => {
     await balanceIs(page, '843')
 
     // The chart draws the calls of this hour; the transactions list every movement.
-    await page.waitForFunction(() =>
-      Array.from(document.querySelectorAll('#usage-chart rect.bar')).some(
-        (r) => Number(r.getAttribute('data-requests')) >= 4,
-      ),
+    await page.waitForFunction(
+      `Array.from(document.querySelectorAll('#usage-chart rect.bar')).some((r) => Number(r.getAttribute('data-requests')) >= 4)`,
     )
     expect(await page.locator('#usage-chart rect.bar').count()).toBeGreaterThanOrEqual(24)
     const kinds = await page.locator('#transactions tr td:nth-child(2)').allTextContents()
