@@ -4,7 +4,14 @@ import { describe, toMilli } from './amount.js'
 import { CreditConfigError, isCreditError } from './errors.js'
 import type { Identity, IdentifyFunction } from './identity/types.js'
 import type { CreditLedger } from './ledger/types.js'
-import { ACCOUNT_TYPE, configBoolean, configInteger, plainOptions, suggest } from './validate.js'
+import {
+  ACCOUNT_TYPE,
+  MAX_ENDPOINT_BYTES,
+  configBoolean,
+  configInteger,
+  plainOptions,
+  suggest,
+} from './validate.js'
 
 /** The tiers every gate has unless the host defines its own: credits per request. */
 export const DEFAULT_TIERS = Object.freeze({ free: 0, basic: 1, standard: 2, pro: 5 })
@@ -133,8 +140,7 @@ const ROUTE_KEYS = ['cost', 'endpoint'] as const
 
 /** setTimeout's largest delay. */
 const MAX_TIMER_MS = 2 ** 31 - 1
-/** The ledger refuses longer endpoints (bytes, in Lua). */
-export const MAX_ENDPOINT_BYTES = 512
+export { MAX_ENDPOINT_BYTES }
 
 const invalid = (message: string, cause?: unknown): CreditConfigError =>
   new CreditConfigError(

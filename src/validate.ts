@@ -199,3 +199,23 @@ export function argInteger(value: unknown, what: string, min: number): number {
   }
   return value
 }
+
+/** The longest endpoint (route pattern) the ledger records, in UTF-8 bytes. */
+export const MAX_ENDPOINT_BYTES = 512
+
+/**
+ * An endpoint (route pattern) argument: printable, without `|`, at most 512 UTF-8 bytes, the
+ * limit the Lua scripts check again.
+ *
+ * @throws {@link CreditArgumentError} with `ERR_CREDIT_INVALID_ARGUMENT`
+ */
+export function argEndpoint(value: unknown): string {
+  const endpoint = argText(value, 'endpoint', MAX_ENDPOINT_BYTES, '|')
+  if (Buffer.byteLength(endpoint) > MAX_ENDPOINT_BYTES) {
+    throw new CreditArgumentError(
+      'ERR_CREDIT_INVALID_ARGUMENT',
+      `endpoint must be at most ${MAX_ENDPOINT_BYTES} bytes of UTF-8, got ${Buffer.byteLength(endpoint)}`,
+    )
+  }
+  return endpoint
+}

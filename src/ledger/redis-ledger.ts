@@ -15,6 +15,7 @@ import {
   argOptions,
   argString,
   argText,
+  argEndpoint,
   argInteger,
   argTime,
   configBoolean,
@@ -392,7 +393,7 @@ export class RedisLedger implements CreditLedger {
     const id = checkAccountId(accountId)
     const costMilli = toMilli(cost, 'cost')
     const o = argOptions(options, ['endpoint', 'holdMs', 'allowedTypes', 'openAs'], 'reserve')
-    const endpoint = argText(o['endpoint'], 'endpoint', 512, '|')
+    const endpoint = argEndpoint(o['endpoint'])
     const holdMs = o['holdMs'] === undefined ? this.#holdMs : argInteger(o['holdMs'], 'holdMs', 1)
     const allowed = this.#allowed(o['allowedTypes'])
     let open: readonly (string | number)[] = ['', '', 0, 0]

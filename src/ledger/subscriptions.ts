@@ -103,16 +103,30 @@ export async function subscribe(
   )
   if (claim.status === 'CONFLICT') throw core.conflict(key)
   if (claim.status !== 'NEW' && claim.status !== 'SAME') throw claim.broken(claim)
-  const reply = await core.run(scripts.subscribe, id, [
-    core.now(),
-    plan,
-    monthly,
-    flag,
-    startsAt,
-    key,
-    core.doneTtlMs,
-    core.historyLimit,
-  ])
+  // A call refused for its arguments writes nothing: withdraw the claim it made, while it is
+  // still ours (see RedisLedger.grant), so that the corrected call may use the key.
+  const withdraw = async (): Promise<void> => {
+    if (claim.status !== 'NEW') return
+    await core.runner
+      .run(scripts.unlock, [claimKey(core.prefix, key)], [fingerprint])
+      .catch(() => undefined)
+  }
+  let reply: Reply
+  try {
+    reply = await core.run(scripts.subscribe, id, [
+      core.now(),
+      plan,
+      monthly,
+      flag,
+      startsAt,
+      key,
+      core.doneTtlMs,
+      core.historyLimit,
+    ])
+  } catch (error) {
+    if (error instanceof CreditArgumentError) await withdraw()
+    throw error
+  }
   const replayed = reply.status === 'DUPLICATE'
   const status = STATUSES[replayed ? reply.text(4) : reply.status]
   if (status !== undefined) {
@@ -132,6 +146,7 @@ export async function subscribe(
     case 'CONFLICT':
       throw core.conflict(key)
     case 'ANCHOR': {
+      await withdraw()
       const current = subscriptionOf(reply, 1)
       throw new CreditArgumentError(
         'ERR_CREDIT_INVALID_ARGUMENT',

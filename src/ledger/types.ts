@@ -174,4 +174,11 @@ export interface CreditLedger {
   reserve(accountId: string, cost: number, options: ReserveOptions): Promise<ReserveResult>
   commit(holdId: string, options?: CommitOptions): Promise<SettleResult>
   release(holdId: string, options?: ReleaseOptions): Promise<SettleResult>
+  /** The account types the ledger knows: the gate checks `tierAccess` and `openAccounts` against them. */
+  readonly accountTypes?: readonly string[]
+  /** Counts a call that reserved nothing (a free tier) in usage analytics, after the response. */
+  recordUsage?(
+    accountId: string,
+    options: { readonly endpoint: string; readonly latencyMs?: number; readonly charged?: false },
+  ): Promise<unknown>
 }

@@ -2,9 +2,9 @@ import { describe, fromMilli } from '../amount.js'
 import { CreditArgumentError } from '../errors.js'
 import { scripts } from '../lua/scripts.js'
 import {
+  argEndpoint,
   argInteger,
   argOptions,
-  argText,
   argTime,
   configInteger,
   plainOptions,
@@ -152,7 +152,7 @@ export async function usage(
     )
   }
   const g = granularity as UsageGranularity
-  const endpoint = o['endpoint'] === undefined ? null : argText(o['endpoint'], 'endpoint', 512, '|')
+  const endpoint = o['endpoint'] === undefined ? null : argEndpoint(o['endpoint'])
   const starts: number[] = []
   for (let s = periodStart(g, from); s < to; s = nextPeriod(g, s)) {
     if (starts.length === MAX_USAGE_PERIODS) {
@@ -219,7 +219,7 @@ export async function recordUsage(
 ): Promise<RecordUsageResult> {
   const id = checkAccountId(accountId)
   const o = argOptions(options, ['endpoint', 'latencyMs', 'charged'], 'recordUsage')
-  const endpoint = argText(o['endpoint'], 'endpoint', 512, '|')
+  const endpoint = argEndpoint(o['endpoint'])
   const latency = o['latencyMs'] === undefined ? '' : argInteger(o['latencyMs'], 'latencyMs', 0)
   if (o['charged'] !== undefined && o['charged'] !== false) {
     throw new CreditArgumentError(

@@ -11,7 +11,7 @@
   ARGV[2] amount       milli-credits, at least 1
   ARGV[3] source       ^[A-Za-z0-9_.-]+$, at most 64 characters, not 'subscription' (see subscribe)
   ARGV[4] expiresAt    epoch ms, 0 = never; after now, unless the key already made this grant
-  ARGV[5] key          the idempotency key
+  ARGV[5] key          the idempotency key, 1 to 1024 bytes
   ARGV[6] kind         history kind: 'grant' | 'adjust'
   ARGV[7] doneTtl      ms a resolved hold's outcome is remembered
   ARGV[8] historyMax   history entries kept
@@ -43,7 +43,8 @@ end
 if not expiresAt then
   return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'expiresAt')
 end
-if #key < 1 or #key > 512 then
+-- 1024 bytes: TypeScript admits 256 UTF-16 units, which are at most 768 bytes of UTF-8.
+if #key < 1 or #key > 1024 then
   return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'idempotencyKey')
 end
 if kind ~= 'grant' and kind ~= 'adjust' then

@@ -23,7 +23,7 @@
   ARGV[3] monthly      milli-credits granted each period, at least 1
   ARGV[4] rollover     '1' | '0'
   ARGV[5] startsAt     epoch ms, or '' for now
-  ARGV[6] key          the idempotency key, 1 to 512 bytes
+  ARGV[6] key          the idempotency key, 1 to 1024 bytes
   ARGV[7] doneTtl      ms a resolved hold's outcome is remembered
   ARGV[8] historyMax   history entries kept
 
@@ -65,7 +65,8 @@ if startsArg ~= '' then
     return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'startsAt')
   end
 end
-if #key < 1 or #key > 512 then
+-- 1024 bytes: TypeScript admits 256 UTF-16 units, which are at most 768 bytes of UTF-8.
+if #key < 1 or #key > 1024 then
   return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'idempotencyKey')
 end
 if not doneTtl or not historyMax or historyMax < 1 then

@@ -1,9 +1,10 @@
 --[[
-  unlock: ends a lease only while it is still ours, so a holder whose lease timed out cannot end
-  the lease another holder took since.
+  unlock: deletes a key only while it still holds our value: ends the sweep's lease only while it
+  is ours (a sweep whose lease timed out cannot end the lease another sweep took since), and
+  withdraws a grant's idempotency claim only while it is the claim this very call made.
 
-  KEYS[1] lease  string  the lease key (see sweepLeaseKey)
-  ARGV[1] token  the random token the holder set
+  KEYS[1] key    string  the lease (see sweepLeaseKey) or the claim (see claimKey)
+  ARGV[1] token  the value we set: the lease's random token, or the claim's fingerprint
 
   Returns {'RELEASED'} | {'NOT_HELD'}
 ]]

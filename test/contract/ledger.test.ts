@@ -615,6 +615,11 @@ describe.each(BACKENDS)('RedisLedger contract on %s', (backend: Backend) => {
       await expectCode(grant({ amout: 5 }), 'ERR_CREDIT_INVALID_ARGUMENT')
       await expectCode(ledger.reserve('v3', 1, { endpoint: '' }), 'ERR_CREDIT_INVALID_ARGUMENT')
       await expectCode(ledger.reserve('v3', 1, { endpoint: '/a|b' }), 'ERR_CREDIT_INVALID_ARGUMENT')
+      // 200 characters but 600 bytes: the Lua limit counts bytes, and so does the TypeScript one.
+      await expectCode(
+        ledger.reserve('v3', 1, { endpoint: `/${'€'.repeat(200)}` }),
+        'ERR_CREDIT_INVALID_ARGUMENT',
+      )
       await expectCode(
         ledger.reserve('v3', 1, { endpoint: '/x', holdMs: 0 }),
         'ERR_CREDIT_INVALID_ARGUMENT',
