@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto'
 import type { Cluster, Redis } from 'ioredis'
 
 import { describe, fromMilli } from '../amount.js'
-import { CreditArgumentError, CreditStoreError, isCreditError } from '../errors.js'
+import { CreditArgumentError, CreditStoreError } from '../errors.js'
 import type { ScriptRunner } from '../lua/run-script.js'
 import { scripts } from '../lua/scripts.js'
 import { argInteger, argOptions } from '../validate.js'
@@ -96,7 +96,7 @@ const isReplyError = (error: unknown): boolean =>
   error instanceof Error && error.name === 'ReplyError'
 
 const storeError = (what: string, error: unknown): CreditStoreError =>
-  isCreditError(error) && error instanceof CreditStoreError
+  error instanceof CreditStoreError
     ? error
     : new CreditStoreError(
         'ERR_CREDIT_STORE_UNAVAILABLE',
@@ -312,7 +312,7 @@ export async function sweepLedger(
   options: unknown = {},
 ): Promise<SweepResult> {
   const { count, lock, leaseMs } = sweepOptions(options)
-  const result = { skipped: false, accounts: 0, holdsVoided: 0, holdsForgotten: 0, expired: 0 }
+  const result = { accounts: 0, holdsVoided: 0, holdsForgotten: 0, expired: 0 }
   const leaseKey = sweepLeaseKey(context.prefix)
   const token = randomBytes(16).toString('base64url')
   if (lock) {

@@ -10,6 +10,16 @@ import { mockRedis } from '../helpers/redis'
 
 const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium'
 
+/**
+ * The page's `document`, typed by hand: this file is compiled without the DOM library. Page
+ * functions are passed as functions, not strings, which the dashboard's CSP would refuse to eval,
+ * and they may not close over this module: each reaches `document` through `globalThis`.
+ */
+interface PageDocument {
+  getElementById(id: string): { readonly textContent: string | null } | null
+  querySelectorAll(selector: string): ArrayLike<{ getAttribute(name: string): string | null }>
+}
+
 describe('the demo dashboard in headless Chromium', () => {
   let redis: Redis
   let server: Server
@@ -48,10 +58,11 @@ describe('the demo dashboard in headless Chromium', () => {
   })
 
   async function balanceIs(page: Page, text: string): Promise<void> {
-    // Page functions as strings: this file is compiled without the DOM library.
     await page.waitForFunction(
-      `document.getElementById('balance')?.textContent === ${JSON.stringify(text)}`,
-      undefined,
+      (t) =>
+        (globalThis as unknown as { document: PageDocument }).document.getElementById('balance')
+          ?.textContent === t,
+      text,
       {
         timeout: 10_000,
       },
@@ -78,11 +89,17 @@ describe('the demo dashboard in headless Chromium', () => {
     await balanceIs(page, '343')
     await page.click('#call-bad')
     await page.waitForFunction(
-      `document.getElementById('status')?.textContent?.startsWith('400') === true`,
+      () =>
+        (globalThis as unknown as { document: PageDocument }).document
+          .getElementById('status')
+          ?.textContent?.startsWith('400') === true,
     )
     await page.click('#call-free')
     await page.waitForFunction(
-      `document.getElementById('status')?.textContent?.startsWith('200') === true`,
+      () =>
+        (globalThis as unknown as { document: PageDocument }).document
+          .getElementById('status')
+          ?.textContent?.startsWith('200') === true,
     )
     await balanceIs(page, '343')
 
@@ -90,8 +107,12 @@ describe('the demo dashboard in headless Chromium', () => {
     await balanceIs(page, '843')
 
     // The chart draws the calls of this hour; the transactions list every movement.
-    await page.waitForFunction(
-      `Array.from(document.querySelectorAll('#usage-chart rect.bar')).some((r) => Number(r.getAttribute('data-requests')) >= 4)`,
+    await page.waitForFunction(() =>
+      Array.from(
+        (globalThis as unknown as { document: PageDocument }).document.querySelectorAll(
+          '#usage-chart rect.bar',
+        ),
+      ).some((r) => Number(r.getAttribute('data-requests')) >= 4),
     )
     expect(await page.locator('#usage-chart rect.bar').count()).toBeGreaterThanOrEqual(24)
     const kinds = await page.locator('#transactions tr td:nth-child(2)').allTextContents()

@@ -148,7 +148,7 @@ export async function spawnRedis(
       return child?.pid ?? -1
     },
     get running() {
-      return child !== undefined && child.exitCode === null && child.signalCode === null
+      return child?.exitCode === null && child.signalCode === null
     },
     kill: () => signal('SIGKILL'),
     restart: async () => {
