@@ -8,7 +8,7 @@
  * (default 100000), BENCH_SKIP_HTTP=1 / BENCH_SKIP_LEDGER=1 to run one half.
  */
 import { execFileSync, fork, type ChildProcess } from 'node:child_process'
-import { writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import { join } from 'node:path'
 
@@ -262,7 +262,11 @@ async function main(): Promise<void> {
       .map(([k, v]) => `${k}=${v ?? ''}`)
       .join(' ') || 'defaults'
   }).\n\nMachine: ${os.cpus().length} × ${cpu}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, ${os.type()} ${os.release()}; ${redisVersion()} on loopback (no persistence), load from autocannon in a separate process. The machine is shared and noisy: compare ratios within one run, not absolute figures across runs.\n`
-  writeFileSync(join('bench', 'RESULTS.md'), `${header}\n${sections.join('\n')}`)
+  // The profiling notes are written by hand (bench/PROFILE.md) and kept with every run's figures.
+  const notes = existsSync(join('bench', 'PROFILE.md'))
+    ? readFileSync(join('bench', 'PROFILE.md'), 'utf8')
+    : ''
+  writeFileSync(join('bench', 'RESULTS.md'), `${header}\n${sections.join('\n')}\n${notes}`)
   console.log('wrote bench/RESULTS.md')
 }
 
