@@ -27,15 +27,10 @@ local historyMax = uint(ARGV[3])
 if not C.now then
   return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'now')
 end
-if not doneTtl or not historyMax or historyMax < 1 then
-  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'doneTtl or historyMax')
+local refused = bindAccount(doneTtl, historyMax)
+if refused then
+  return refused
 end
-C.account = KEYS[1]
-C.holds = KEYS[2]
-C.deadlines = KEYS[3]
-C.history = KEYS[4]
-C.doneTtl = doneTtl
-C.historyMax = historyMax
 
 local A = load()
 if not A then

@@ -50,15 +50,10 @@ end
 if kind ~= 'grant' and kind ~= 'adjust' then
   return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'kind')
 end
-if not doneTtl or not historyMax or historyMax < 1 then
-  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'doneTtl or historyMax')
+local refused = bindAccount(doneTtl, historyMax)
+if refused then
+  return refused
 end
-C.account = KEYS[1]
-C.holds = KEYS[2]
-C.deadlines = KEYS[3]
-C.history = KEYS[4]
-C.doneTtl = doneTtl
-C.historyMax = historyMax
 local idempotency = KEYS[5]
 
 local A = load()

@@ -88,6 +88,21 @@ local SUB = 'subscription'
 -- catches up over its next calls instead of in one long script.
 local MAX_REFRESHES = 600
 
+-- Binds what every account script takes first: KEYS[1..4] (account, holds, deadlines,
+-- history) and its limits. Returns an INVALID reply for bad limits, nil when all is well.
+local function bindAccount(doneTtl, historyMax)
+  if not doneTtl or not historyMax or historyMax < 1 then
+    return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'doneTtl or historyMax')
+  end
+  C.account = KEYS[1]
+  C.holds = KEYS[2]
+  C.deadlines = KEYS[3]
+  C.history = KEYS[4]
+  C.doneTtl = doneTtl
+  C.historyMax = historyMax
+  return nil
+end
+
 local function newAccount()
   return {
     f = {},
