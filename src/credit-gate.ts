@@ -20,6 +20,7 @@ import {
 } from './credit-gate-options.js'
 import { CreditConfigError, CreditStoreError, isCreditError } from './errors.js'
 import type { Identity, IdentityRejection } from './identity/types.js'
+import { sendJson } from './http.js'
 import { checkAccountId } from './ledger/keys.js'
 import type { HoldGranted, ReserveResult, SettleResult } from './ledger/types.js'
 import { attachCreditInfo, chargeMilli, remainingMilli, type CreditState } from './request-state.js'
@@ -171,22 +172,6 @@ function endpointOf(req: IncomingMessage, route: RouteConfig): string {
 }
 
 const milli = (credits: number): number => Math.round(credits * 1000)
-
-function send(
-  res: ServerResponse,
-  status: number,
-  body: object,
-  headers: Readonly<Record<string, string>> = {},
-): void {
-  if (res.headersSent || res.writableEnded || res.destroyed) return
-  const json = JSON.stringify(body)
-  res.statusCode = status
-  for (const [name, value] of Object.entries(headers)) res.setHeader(name, value)
-  res.setHeader('Cache-Control', 'no-store')
-  res.setHeader('Content-Type', 'application/json; charset=utf-8')
-  res.setHeader('Content-Length', Buffer.byteLength(json))
-  res.end(json)
-}
 
 /** The shared state of one gate: its config and its events. */
 interface Gate {
@@ -582,7 +567,7 @@ class GatedCall {
       rejection === undefined
         ? challenge
         : `${challenge}${challenge.includes(' ') ? ',' : ''} error="${rejection.error}", error_description=${quoted(rejection.description)}`
-    send(
+    sendJson(
       this.#res,
       401,
       { success: false, error: 'unauthorized', message, detail },
@@ -592,7 +577,7 @@ class GatedCall {
 
   #forbidden(): void {
     const type = this.#accountType ?? 'this'
-    send(this.#res, 403, {
+    sendJson(this.#res, 403, {
       success: false,
       error: 'forbidden_tier',
       message: 'Tier not allowed',
@@ -602,7 +587,7 @@ class GatedCall {
   }
 
   #insufficient(required: number, available: number): void {
-    send(this.#res, 402, {
+    sendJson(this.#res, 402, {
       success: false,
       error: 'insufficient_credits',
       message: 'Insufficient credits',
@@ -643,7 +628,7 @@ class GatedCall {
       return
     }
     const seconds = config.retryAfterSeconds
-    send(
+    sendJson(
       this.#res,
       503,
       {

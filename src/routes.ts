@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { describe } from './amount.js'
 import { CreditConfigError, isCreditError } from './errors.js'
 import type { Identity, IdentifyFunction, IdentityRejection } from './identity/types.js'
+import { sendJson } from './http.js'
 import { checkAccountId } from './ledger/keys.js'
 import type {
   SubscriptionInfo,
@@ -125,23 +126,6 @@ function parseOptions(
     retryAfterSeconds: configInteger(o['retryAfterSeconds'] ?? 5, 'retryAfterSeconds', 1, 86_400),
     router: router as (() => RouterLike) | undefined,
   })
-}
-
-function send(
-  res: ServerResponse,
-  status: number,
-  body: object,
-  headers: Readonly<Record<string, string>> = {},
-): void {
-  if (res.headersSent || res.writableEnded || res.destroyed) return
-  const json = JSON.stringify(body)
-  res.statusCode = status
-  for (const [name, value] of Object.entries(headers)) res.setHeader(name, value)
-  // The caller's own balance and history: never to be kept by a shared cache.
-  res.setHeader('Cache-Control', 'private, no-store')
-  res.setHeader('Content-Type', 'application/json; charset=utf-8')
-  res.setHeader('Content-Length', Buffer.byteLength(json))
-  res.end(json)
 }
 
 const isoOrNull = (ms: number | null): string | null =>
@@ -355,7 +339,7 @@ async function answer(
     return
   }
   if (caller.kind === 'none') {
-    send(
+    sendJson(
       res,
       401,
       {
@@ -371,7 +355,7 @@ async function answer(
   if (caller.kind === 'rejected') {
     const { challenge } = config
     const { error, description } = caller.rejection
-    send(
+    sendJson(
       res,
       401,
       {
@@ -391,14 +375,14 @@ async function answer(
     data = await read(config, caller.accountId, req)
   } catch (error) {
     if (error instanceof BadRequest) {
-      send(res, 400, {
+      sendJson(res, 400, {
         success: false,
         error: 'bad_request',
         message: 'Invalid query parameter',
         detail: error.message,
       })
     } else if (isCreditError(error) && error.code === 'ERR_CREDIT_ACCOUNT_NOT_FOUND') {
-      send(res, 404, {
+      sendJson(res, 404, {
         success: false,
         error: 'account_not_found',
         message: 'Account not found',
@@ -408,7 +392,7 @@ async function answer(
       isCreditError(error) &&
       (error.code === 'ERR_CREDIT_INVALID_ARGUMENT' || error.code === 'ERR_CREDIT_INVALID_AMOUNT')
     ) {
-      send(res, 400, {
+      sendJson(res, 400, {
         success: false,
         error: 'bad_request',
         message: 'Invalid query parameter',
@@ -416,7 +400,7 @@ async function answer(
       })
     } else if (isCreditError(error) && error.code === 'ERR_CREDIT_STORE_UNAVAILABLE') {
       const seconds = config.retryAfterSeconds
-      send(
+      sendJson(
         res,
         503,
         {
@@ -432,7 +416,7 @@ async function answer(
     }
     return
   }
-  send(res, 200, { success: true, data })
+  sendJson(res, 200, { success: true, data })
 }
 
 /** A synchronous handler that routes every rejection to `next` (Express 4 ignores promises). */

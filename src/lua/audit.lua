@@ -32,13 +32,9 @@ if refused then
   return refused
 end
 
-local A = load()
+local A = loadCurrent()
 if not A then
   return { 'NO_ACCOUNT' }
-end
-maintain(A)
-if changed(A) then
-  flush(A)
 end
 
 local list = redis.call('LRANGE', C.history, 0, -1)

@@ -27,13 +27,9 @@ if refused then
   return refused
 end
 
-local A = load()
+local A = loadCurrent()
 if not A then
   return { 'NO_ACCOUNT' }
-end
-maintain(A)
-if changed(A) then
-  flush(A)
 end
 local avail, pending = counters(A)
 local out = { 'OK', A.f.ty, A.f.fl or '', A.f.ct, avail, pending, F(A.seq), subscriptionReply(A) }

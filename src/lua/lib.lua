@@ -507,6 +507,19 @@ local function changed(A)
     A.fieldsDirty == true
 end
 
+-- Loads the account and applies what fell due (maintain), writing it if anything changed; nil
+-- when the account does not exist. The start of every script that only reads an account.
+local function loadCurrent()
+  local A = load()
+  if A then
+    maintain(A)
+    if changed(A) then
+      flush(A)
+    end
+  end
+  return A
+end
+
 local function counters(A)
   return F(available(A)), F(A.pending)
 end

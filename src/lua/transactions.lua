@@ -44,13 +44,9 @@ if refused then
   return refused
 end
 
-local A = load()
+local A = loadCurrent()
 if not A then
   return { 'NO_ACCOUNT' }
-end
-maintain(A)
-if changed(A) then
-  flush(A)
 end
 local head = A.seq
 local retained = redis.call('LLEN', C.history)
