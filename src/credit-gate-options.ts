@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http'
 
 import { describe, toMilli } from './amount.js'
 import { CreditConfigError, isCreditError } from './errors.js'
+import { challengeOf } from './identity/answer.js'
 import type { Identity, IdentifyFunction } from './identity/types.js'
 import type { CreditLedger } from './ledger/types.js'
 import {
@@ -316,24 +317,14 @@ export function parseGateOptions(input: unknown): GateConfig {
       `createCreditGate needs \`identify\`: fromJwt(…), fromApiKey(…) or a function (req) => identity, got ${describe(identify)}`,
     )
   }
-  const challenge = (identify as IdentifyFunction).challenge ?? 'Bearer'
-  if (
-    typeof challenge !== 'string' ||
-    challenge.trim() === '' ||
-    // Printable ASCII: a header value Node accepts, with no room for CR/LF injection.
-    !/^[\x20-\x7e]+$/.test(challenge)
-  ) {
-    throw invalid(
-      `identify.challenge must be a WWW-Authenticate challenge such as 'Bearer', got ${describe(challenge)}`,
-    )
-  }
+  const challenge = challengeOf(identify as IdentifyFunction)
   const known = ledgerAccountTypes(ledger as unknown as CreditLedger)
   const tiers = parseTiers(o['tiers'])
   const threshold = o['lowBalanceThreshold']
   return Object.freeze({
     ledger: ledger as unknown as CreditLedger,
     identify: identify as IdentifyFunction,
-    challenge: challenge.trim(),
+    challenge,
     tiers,
     allowedTypes: parseTierAccess(o['tierAccess'], tiers, known),
     openAccounts: parseOpenAccounts(o['openAccounts'], known),

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { performance } from 'node:perf_hooks'
 
-import { describe, fromMilli, toMilli } from './amount.js'
+import { fromMilli, toMilli } from './amount.js'
 import {
   GateEmitter,
   type CreditGateEvents,
@@ -18,9 +18,10 @@ import {
   type RouteConfig,
   type RouteOptions,
 } from './credit-gate-options.js'
-import { CreditConfigError, CreditStoreError, isCreditError } from './errors.js'
+import { CreditStoreError, isCreditError } from './errors.js'
 import type { Identity, IdentityRejection } from './identity/types.js'
 import { sendJson } from './http.js'
+import { INVALID_ACCOUNT, authenticateHeader, classifyIdentity } from './identity/answer.js'
 import { checkAccountId } from './ledger/keys.js'
 import type { HoldGranted, ReserveResult, SettleResult } from './ledger/types.js'
 import { attachCreditInfo, chargeMilli, remainingMilli, type CreditState } from './request-state.js'
@@ -83,11 +84,6 @@ interface UsageRecorder {
   ) => unknown
 }
 
-type Who =
-  | { readonly kind: 'none' }
-  | { readonly kind: 'rejected'; readonly rejection: IdentityRejection }
-  | { readonly kind: 'identity'; readonly identity: Identity }
-
 type ReserveOutcome =
   | { readonly kind: 'result'; readonly result: ReserveResult }
   | { readonly kind: 'error'; readonly error: unknown }
@@ -105,40 +101,6 @@ const isThenable = (value: unknown): value is PromiseLike<unknown> =>
 
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f]/g
-
-function classify(result: unknown): Who {
-  if (result === null || result === undefined) return { kind: 'none' }
-  if (typeof result === 'string') return { kind: 'identity', identity: { accountId: result } }
-  if (typeof result === 'object') {
-    const r = result as Partial<IdentityRejection> & Partial<Identity>
-    if (r.rejected === true) {
-      return {
-        kind: 'rejected',
-        rejection: {
-          rejected: true,
-          error: r.error === 'invalid_request' ? 'invalid_request' : 'invalid_token',
-          description:
-            typeof r.description === 'string' ? r.description : 'The credential is not valid',
-        },
-      }
-    }
-    if (typeof r.accountId === 'string') return { kind: 'identity', identity: result as Identity }
-  }
-  throw new CreditConfigError(
-    'ERR_CREDIT_INVALID_OPTION',
-    `identify returned ${describe(result)}; return an identity { accountId }, an account id, null, or a rejection`,
-  )
-}
-
-/**
- * A quoted-string for a header parameter: printable ASCII only (Node refuses other header
- * characters, which would turn a 401 into a 500), without quotes or backslashes.
- */
-const quoted = (text: string): string =>
-  `"${text
-    .slice(0, 200)
-    .replace(/[^\x20-\x7e]/g, '?')
-    .replace(/["\\]/g, "'")}"`
 
 /**
  * The route pattern as an endpoint the ledger accepts: at most 512 bytes of well-formed,
@@ -259,7 +221,7 @@ class GatedCall {
     this.#endpoint = endpointOf(this.#req, this.#route)
     const identified = config.identify(this.#req)
     // No await when identify answers synchronously: the reserve is sent in this same tick.
-    const who = classify(isThenable(identified) ? await identified : identified)
+    const who = classifyIdentity(isThenable(identified) ? await identified : identified)
     if (this.#gone()) return // the client left: nothing to answer, nothing reserved
     if (who.kind === 'none') {
       this.#unauthorized('Authentication required', `Send credentials (${config.challenge})`)
@@ -273,11 +235,7 @@ class GatedCall {
     try {
       this.#accountId = checkAccountId(identity.accountId)
     } catch {
-      this.#unauthorized('Invalid credentials', 'The credential does not name a valid account', {
-        rejected: true,
-        error: 'invalid_token',
-        description: 'The credential does not name a valid account',
-      })
+      this.#unauthorized('Invalid credentials', INVALID_ACCOUNT.description, INVALID_ACCOUNT)
       return
     }
     this.#accountType = typeof identity.accountType === 'string' ? identity.accountType : undefined
@@ -562,11 +520,7 @@ class GatedCall {
   }
 
   #unauthorized(message: string, detail: string, rejection?: IdentityRejection): void {
-    const { challenge } = this.#gate.config
-    const header =
-      rejection === undefined
-        ? challenge
-        : `${challenge}${challenge.includes(' ') ? ',' : ''} error="${rejection.error}", error_description=${quoted(rejection.description)}`
+    const header = authenticateHeader(this.#gate.config.challenge, rejection)
     sendJson(
       this.#res,
       401,

@@ -2,8 +2,15 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 
 import { describe } from './amount.js'
 import { CreditConfigError, isCreditError } from './errors.js'
-import type { Identity, IdentifyFunction, IdentityRejection } from './identity/types.js'
+import type { IdentifyFunction } from './identity/types.js'
 import { sendJson } from './http.js'
+import {
+  INVALID_ACCOUNT,
+  authenticateHeader,
+  challengeOf,
+  classifyIdentity,
+  type Caller,
+} from './identity/answer.js'
 import { checkAccountId } from './ledger/keys.js'
 import type {
   SubscriptionInfo,
@@ -100,18 +107,7 @@ function parseOptions(
       `creditRoutes needs \`identify\`: a function of the request (fromJwt, fromApiKey or your own), got ${describe(identify)}`,
     )
   }
-  const challenge = (identify as IdentifyFunction).challenge ?? 'Bearer'
-  if (
-    typeof challenge !== 'string' ||
-    challenge.trim() === '' ||
-    // eslint-disable-next-line no-control-regex
-    /[\u0000-\u001f\u007f]/.test(challenge)
-  ) {
-    throw new CreditConfigError(
-      'ERR_CREDIT_INVALID_OPTION',
-      `identify.challenge must be a WWW-Authenticate challenge such as 'Bearer', got ${describe(challenge)}`,
-    )
-  }
+  const challenge = challengeOf(identify as IdentifyFunction)
   const router = o['router']
   if (router !== undefined && typeof router !== 'function') {
     throw new CreditConfigError(
@@ -122,7 +118,7 @@ function parseOptions(
   return Object.freeze({
     ledger: ledger as CreditRoutesLedger,
     identify: identify as IdentifyFunction,
-    challenge: challenge.trim(),
+    challenge,
     retryAfterSeconds: configInteger(o['retryAfterSeconds'] ?? 5, 'retryAfterSeconds', 1, 86_400),
     router: router as (() => RouterLike) | undefined,
   })
@@ -285,41 +281,6 @@ const ROUTES: Readonly<Record<string, Reader>> = {
   '/transactions': readTransactions,
 }
 
-type Caller =
-  | { readonly kind: 'none' }
-  | { readonly kind: 'rejected'; readonly rejection: IdentityRejection }
-  | { readonly kind: 'account'; readonly accountId: string }
-
-function classify(result: unknown): Caller {
-  if (result === null || result === undefined) return { kind: 'none' }
-  if (typeof result === 'string') return { kind: 'account', accountId: checkAccountId(result) }
-  if (typeof result === 'object') {
-    const r = result as Partial<IdentityRejection> & Partial<Identity>
-    if (r.rejected === true) {
-      return {
-        kind: 'rejected',
-        rejection: {
-          rejected: true,
-          error: r.error === 'invalid_request' ? 'invalid_request' : 'invalid_token',
-          description:
-            typeof r.description === 'string' ? r.description : 'The credential is not valid',
-        },
-      }
-    }
-    if (typeof r.accountId === 'string')
-      return { kind: 'account', accountId: checkAccountId(r.accountId) }
-  }
-  throw new CreditConfigError(
-    'ERR_CREDIT_INVALID_OPTION',
-    `identify returned ${describe(result)}; return an identity { accountId }, an account id, null, or a rejection`,
-  )
-}
-
-/** A quoted-string for a header parameter: no quotes, backslashes or control characters. */
-const quoted = (text: string): string =>
-  // eslint-disable-next-line no-control-regex
-  `"${text.replace(/["\\\u0000-\u001f\u007f]/g, ' ').slice(0, 200)}"`
-
 /** The message of a creditgate error without its README anchor: the detail of a 4xx body. */
 const detailOf = (error: Error): string => error.message.replace(/ \(see README#[a-z_]+\)$/, '')
 
@@ -332,47 +293,40 @@ async function answer(
 ): Promise<void> {
   let caller: Caller
   try {
-    const identified = config.identify(req)
-    caller = classify(await identified)
+    caller = classifyIdentity(await config.identify(req))
   } catch (error) {
     next(error)
     return
   }
-  if (caller.kind === 'none') {
-    sendJson(
-      res,
-      401,
-      {
-        success: false,
-        error: 'unauthorized',
-        message: 'Authentication required',
-        detail: `Send credentials (${config.challenge})`,
-      },
-      { 'WWW-Authenticate': config.challenge },
-    )
-    return
+  let accountId: string | undefined
+  if (caller.kind === 'identity') {
+    try {
+      accountId = checkAccountId(caller.identity.accountId)
+    } catch {
+      caller = { kind: 'rejected', rejection: INVALID_ACCOUNT }
+    }
   }
-  if (caller.kind === 'rejected') {
-    const { challenge } = config
-    const { error, description } = caller.rejection
+  if (caller.kind === 'none' || accountId === undefined) {
+    const rejection = caller.kind === 'rejected' ? caller.rejection : undefined
     sendJson(
       res,
       401,
       {
         success: false,
         error: 'unauthorized',
-        message: 'Invalid credentials',
-        detail: description,
+        message: rejection === undefined ? 'Authentication required' : 'Invalid credentials',
+        detail:
+          rejection === undefined
+            ? `Send credentials (${config.challenge})`
+            : rejection.description,
       },
-      {
-        'WWW-Authenticate': `${challenge}${challenge.includes(' ') ? ',' : ''} error="${error}", error_description=${quoted(description)}`,
-      },
+      { 'WWW-Authenticate': authenticateHeader(config.challenge, rejection) },
     )
     return
   }
   let data: object
   try {
-    data = await read(config, caller.accountId, req)
+    data = await read(config, accountId, req)
   } catch (error) {
     if (error instanceof BadRequest) {
       sendJson(res, 400, {

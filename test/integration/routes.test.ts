@@ -247,10 +247,11 @@ describe.each(EXPRESS_VERSIONS)('creditRoutes on %s', (_name, express) => {
       expect((await request(throwing).get('/me/credits').expect(500)).body).toEqual({
         hostHandler: 'jwks down',
       })
+      // A credential naming no valid account is a bad credential, as the gate answers it.
       const asyncBad = makeApp(express, mode, ledger, () => Promise.resolve({ accountId: '' }))
-      expect((await request(asyncBad).get('/me/credits').expect(500)).body.hostHandler).toMatch(
-        /account id/,
-      )
+      expect((await request(asyncBad).get('/me/credits').expect(401)).body).toMatchObject({
+        error: 'unauthorized',
+      })
       const buggy: CreditRoutesLedger = {
         balance: () => Promise.reject(new TypeError('boom')),
         usage: (id, o) => ledger.usage(id, o),
