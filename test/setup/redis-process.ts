@@ -1,10 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { createConnection } from 'node:net'
+import { createConnection, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-
-import { freePort } from './redis-server'
 
 /**
  * A redis-server the tests own, on a port and in a directory they choose, so that it can be
@@ -25,6 +23,24 @@ export interface RedisProcess {
   restart(): Promise<void>
   /** SIGTERM (SIGKILL after 5 s), then removes the directory unless it was given. */
   stop(): Promise<void>
+}
+
+/** Asks the kernel for a free loopback port. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address()
+      if (address === null || typeof address === 'string') {
+        reject(new Error('no port'))
+        return
+      }
+      server.close(() => {
+        resolve(address.port)
+      })
+    })
+  })
 }
 
 const live = new Set<ChildProcess>()
