@@ -21,7 +21,9 @@ export function checkAccountId(id: unknown): string {
     )
   }
   // Count code points, not UTF-16 units, and refuse lone surrogates (they cannot be encoded).
-  const length = Array.from(id).length
+  // Code points never outnumber UTF-16 units: count them only when the units exceed the limit
+  // (this runs on every gated request).
+  const length = id.length > MAX_ACCOUNT_ID_LENGTH ? Array.from(id).length : id.length
   if (length > MAX_ACCOUNT_ID_LENGTH) {
     throw new CreditArgumentError(
       'ERR_CREDIT_INVALID_ACCOUNT_ID',
