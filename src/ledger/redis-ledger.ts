@@ -7,8 +7,9 @@ import {
   CreditRuleError,
   CreditStoreError,
 } from '../errors.js'
+import { ScriptBatcher } from '../lua/batch.js'
 import { ScriptRunner, type ScriptClient } from '../lua/run-script.js'
-import { scripts, type ScriptDef } from '../lua/scripts.js'
+import { scripts, type BatchScriptDef, type ScriptDef } from '../lua/scripts.js'
 import {
   ACCOUNT_TYPE,
   SOURCE,
@@ -99,6 +100,13 @@ export interface RedisLedgerOptions {
    * periods, 90 days of daily ones and 731 days (24 months) of monthly ones.
    */
   readonly usageRetention?: UsageRetention
+  /**
+   * Reserves (and, separately, commits and releases) sent in the same turn of the event loop
+   * go to Redis as one script of at most this many operations: under load this cuts the Redis
+   * time and the client work per call; alone, an operation is sent as it is. Each operation
+   * keeps its own checks, reply and idempotency. Defaults to 64; 1 sends each on its own.
+   */
+  readonly batchSize?: number
 }
 
 interface ResolvedType {
@@ -117,6 +125,7 @@ const LEDGER_KEYS = [
   'resolvedHoldRetentionMs',
   'historyLimit',
   'usageRetention',
+  'batchSize',
 ] as const
 const TYPE_KEYS = ['signupCredits', 'signupExpiresAfterMs', 'topUps', 'unlimited'] as const
 
@@ -182,6 +191,7 @@ function parseAccountTypes(input: unknown): ReadonlyMap<string, ResolvedType> {
  */
 export class RedisLedger implements CreditLedger {
   readonly #runner: ScriptRunner
+  readonly #batcher: ScriptBatcher
   readonly #redis: Redis | Cluster
   readonly #prefix: string
   readonly #clock: (() => number) | undefined
@@ -226,6 +236,11 @@ export class RedisLedger implements CreditLedger {
     )
     this.#historyLimit = configInteger(o['historyLimit'] ?? 1000, 'historyLimit', 1, 100_000)
     this.#usageRetention = parseUsageRetention(o['usageRetention'])
+    this.#batcher = new ScriptBatcher(
+      this.#runner,
+      configInteger(o['batchSize'] ?? 64, 'batchSize', 1, 1000),
+      (redis as { readonly isCluster?: unknown }).isCluster === true,
+    )
     this.#core = Object.freeze({
       prefix: this.#prefix,
       runner: this.#runner,
@@ -234,7 +249,7 @@ export class RedisLedger implements CreditLedger {
       usageRetention: this.#usageRetention,
       now: () => this.#now(),
       run: (def: ScriptDef, id: string, args: readonly (string | number)[]) =>
-        this.#run(def, id, args),
+        this.#run(def, id, undefined, args),
       noAccount: (id: string) => this.#noAccount(id),
       conflict: (key: string) => this.#conflict(key),
     })
@@ -259,7 +274,7 @@ export class RedisLedger implements CreditLedger {
     const o = argOptions(options, ['type'], 'openAccount')
     const typeName = this.#typeName(o['type'], 'type')
     const type = this.#type(typeName)
-    const reply = await this.#run(scripts.open, id, [
+    const reply = await this.#run(scripts.open, id, undefined, [
       this.#now(),
       typeName,
       type.flags,
@@ -329,7 +344,7 @@ export class RedisLedger implements CreditLedger {
     if (claim.status !== 'NEW' && claim.status !== 'SAME') throw claim.broken(claim)
     let reply: Reply
     try {
-      reply = await this.#run(scripts.grant, id, [
+      reply = await this.#run(scripts.grant, id, undefined, [
         this.#now(),
         amount,
         source,
@@ -405,7 +420,7 @@ export class RedisLedger implements CreditLedger {
     const { holdId, nonce } = newHoldId(id)
     let reply: Reply
     try {
-      reply = await this.#run(scripts.reserve, id, [
+      reply = await this.#run(scripts.reserve, id, scripts.reserveBatch, [
         this.#now(),
         nonce,
         costMilli,
@@ -501,7 +516,7 @@ export class RedisLedger implements CreditLedger {
     latencyMs: number | '' = '',
   ): Promise<Reply> {
     const keep = this.#usageRetention
-    return this.#run(scripts.resolve, accountId, [
+    return this.#run(scripts.resolve, accountId, scripts.resolveBatch, [
       this.#now(),
       nonce,
       mode,
@@ -561,7 +576,7 @@ export class RedisLedger implements CreditLedger {
    */
   async balance(accountId: string): Promise<BalanceResult> {
     const id = checkAccountId(accountId)
-    const reply = await this.#run(scripts.balance, id, [
+    const reply = await this.#run(scripts.balance, id, undefined, [
       this.#now(),
       this.#doneTtlMs,
       this.#historyLimit,
@@ -710,9 +725,11 @@ export class RedisLedger implements CreditLedger {
     )
   }
 
+  /** Runs an account script, as one operation of `batch` when one is given. */
   async #run(
     def: ScriptDef,
     accountId: string,
+    batch: BatchScriptDef | undefined,
     args: readonly (string | number)[],
   ): Promise<Reply> {
     const k = accountKeys(this.#prefix, accountId)
@@ -725,7 +742,11 @@ export class RedisLedger implements CreditLedger {
       k.usage,
       k.usageIndex,
     ].slice(0, def.numberOfKeys)
-    const reply = new Reply(def.name, await this.#runner.run(def, keys, args))
+    const raw =
+      batch === undefined
+        ? await this.#runner.run(def, keys, args)
+        : await this.#batcher.run(def, batch, keys, args)
+    const reply = new Reply(def.name, raw)
     reply.throwIfInvalid()
     return reply
   }

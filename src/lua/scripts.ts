@@ -51,6 +51,46 @@ function define(name: string, numberOfKeys: number, body: string, withLib = true
   })
 }
 
+/** A script that runs one operation many times: `keysPerOp` KEYS and `argsPerOp` ARGV each. */
+export interface BatchScriptDef extends ScriptDef {
+  readonly keysPerOp: number
+  readonly argsPerOp: number
+}
+
+/**
+ * The batch form of an operation: its body becomes a function of its own KEYS and ARGV, run
+ * once per operation in the order given; the reply is the list of the operations' replies. The
+ * helpers are set up once per batch instead of once per operation, and Redis dispatches one
+ * script instead of many. Each operation is exactly the single script's (same checks, same
+ * writes): a batch is atomic as a whole, and a replayed batch replays each operation.
+ */
+function defineBatch(
+  name: string,
+  keysPerOp: number,
+  argsPerOp: number,
+  prelude: string,
+  body: string,
+): BatchScriptDef {
+  const driver = `
+local K, N = ${keysPerOp}, ${argsPerOp}
+local count = #KEYS / K
+if count < 1 or count ~= math.floor(count) or #ARGV ~= count * N then
+  return { 'INVALID', 'ERR_CREDIT_INVALID_ARGUMENT', 'batch' }
+end
+local out = {}
+for i = 0, count - 1 do
+  out[i + 1] = op({ unpack(KEYS, i * K + 1, i * K + K) }, { unpack(ARGV, i * N + 1, i * N + N) })
+end
+return { unpack(out) }
+`
+  const def = define(
+    name,
+    keysPerOp,
+    `${prelude}\nlocal function op(KEYS, ARGV)\n${body}\nend\n${driver}`,
+  )
+  return Object.freeze({ ...def, keysPerOp, argsPerOp })
+}
+
 /** Every script of the ledger, composed once at module load. */
 export const scripts = Object.freeze({
   open: define('open', 4, openSource),
@@ -67,4 +107,6 @@ export const scripts = Object.freeze({
   usageQuery: define('usageQuery', 7, `${analytics}\n${usageQuerySource}`),
   maintain: define('maintain', 4, maintainSource),
   unlock: define('unlock', 1, unlockSource, false),
+  reserveBatch: defineBatch('reserveBatch', 4, 12, '', reserveSource),
+  resolveBatch: defineBatch('resolveBatch', 7, 10, analytics, resolveSource),
 })

@@ -1,0 +1,236 @@
+import calculateSlot from 'cluster-key-slot'
+import type { Cluster, Redis } from 'ioredis'
+
+import { RedisLedger, isCreditError, type RedisLedgerOptions } from '../../src/index'
+import { scripts } from '../../src/lua/scripts'
+import { BACKENDS, backendRedis, uniquePrefix, type Backend } from '../helpers/redis'
+
+/** A client that records each script call: which script (by SHA1) and how many keys. */
+function recordingClient<T extends Redis | Cluster>(
+  redis: T,
+): { client: T; calls: { sha: string; keys: readonly string[] }[] } {
+  const calls: { sha: string; keys: readonly string[] }[] = []
+  const client = new Proxy(redis, {
+    get(target, property, receiver) {
+      const value: unknown = Reflect.get(target, property, receiver)
+      if (property === 'evalsha' && typeof value === 'function') {
+        return (sha: string, numkeys: number, ...rest: string[]) => {
+          calls.push({ sha, keys: rest.slice(0, numkeys) })
+          return (value as (...a: unknown[]) => unknown).call(target, sha, numkeys, ...rest)
+        }
+      }
+      return value
+    },
+  })
+  return { client, calls }
+}
+
+const isBatch = (sha: string, batch: { sha1: string; bareSha1: string }): boolean =>
+  sha === batch.sha1 || sha === batch.bareSha1
+
+describe.each(BACKENDS)('batched reserves and settlements on %s', (backend: Backend) => {
+  const open: (Redis | Cluster)[] = []
+  afterAll(async () => {
+    await Promise.all(open.map((c) => c.quit()))
+  })
+
+  function setup(options: Omit<RedisLedgerOptions, 'redis' | 'prefix'> = {}) {
+    const redis = backendRedis(backend)
+    open.push(redis)
+    const { client, calls } = recordingClient(redis)
+    const prefix = uniquePrefix()
+    const ledger = new RedisLedger({ ...options, redis: client, prefix })
+    return { ledger, calls, prefix }
+  }
+
+  it('sends the reserves of one turn as one script per slot, each with its own exact reply', async () => {
+    const { ledger, calls } = setup()
+    const ids = Array.from({ length: 12 }, (_, i) => `b${i}`)
+    for (const id of ids) await ledger.openAccount(id, { type: 'registered' })
+    calls.length = 0
+    // Account b0 is asked 80 times for 5 credits: 350 / 5 = 70 holds, 10 refusals.
+    const asks = [...Array.from({ length: 80 }, () => 'b0'), ...ids.slice(1)]
+    const results = await Promise.all(
+      asks.map((id) => ledger.reserve(id, 5, { endpoint: '/batch' })),
+    )
+    expect(results.filter((r) => r.accountId === 'b0' && r.status === 'held')).toHaveLength(70)
+    expect(results.filter((r) => r.status === 'insufficient')).toHaveLength(10)
+    expect(results.filter((r) => r.accountId !== 'b0').every((r) => r.status === 'held')).toBe(true)
+    const holdIds = results.flatMap((r) => (r.status === 'held' ? [r.holdId] : []))
+    expect(new Set(holdIds).size).toBe(holdIds.length)
+    expect((await ledger.balance('b0')).pending).toBe(350)
+    // One script per batch of at most 64 operations; on a cluster, one per slot.
+    const batches = calls.filter((c) => isBatch(c.sha, scripts.reserveBatch))
+    expect(batches.length).toBeGreaterThan(0)
+    if (backend !== 'cluster') expect(calls.length).toBeLessThanOrEqual(Math.ceil(91 / 64) + 1)
+    for (const batch of batches) {
+      expect(batch.keys.length % 4).toBe(0)
+      expect(batch.keys.length / 4).toBeLessThanOrEqual(64)
+      if (backend === 'cluster')
+        expect(new Set(batch.keys.map((k) => calculateSlot(k))).size).toBe(1)
+    }
+  })
+
+  it('settles the commits and releases of one turn together, a repeated hold once', async () => {
+    const { ledger, calls } = setup()
+    await ledger.openAccount('s1', { type: 'registered' })
+    await ledger.openAccount('s2', { type: 'registered' })
+    const holds = await Promise.all(
+      ['s1', 's1', 's1', 's2'].map((id) => ledger.reserve(id, 10, { endpoint: '/s' })),
+    )
+    const [h1, h2, h3, h4] = holds.map((h) => (h.status === 'held' ? h.holdId : ''))
+    calls.length = 0
+    const settled = await Promise.all([
+      ledger.commit(h1 ?? ''),
+      ledger.commit(h1 ?? ''), // the same hold twice in one batch: charged once
+      ledger.release(h2 ?? ''),
+      ledger.commit(h3 ?? '', { actualCost: 2.5 }),
+      ledger.commit(h4 ?? ''),
+    ])
+    const settleCalls = [...calls]
+    expect(settled.map((s) => [s.outcome, s.charged, s.replayed])).toEqual([
+      ['committed', 10, false],
+      ['committed', 10, true],
+      ['released', 0, false],
+      ['committed', 2.5, false],
+      ['committed', 10, false],
+    ])
+    expect(await ledger.balance('s1')).toMatchObject({ available: 337.5, pending: 0 })
+    expect(await ledger.balance('s2')).toMatchObject({ available: 340, pending: 0 })
+    if (backend !== 'cluster') {
+      expect(settleCalls).toHaveLength(1)
+      expect(isBatch(settleCalls[0]?.sha ?? '', scripts.resolveBatch)).toBe(true)
+    }
+  })
+
+  it('gives each operation of a batch its own refusal, without failing the others', async () => {
+    const { ledger } = setup({ accountTypes: { member: { signupCredits: 5 } } })
+    await ledger.openAccount('m1', { type: 'member' })
+    const held = await ledger.reserve('m1', 1, { endpoint: '/m' })
+    if (held.status !== 'held') throw new Error('expected a hold')
+    const outcomes = await Promise.allSettled([
+      ledger.reserve('m1', 1, { endpoint: '/m' }),
+      ledger.reserve('m1', 1, { endpoint: '/m', allowedTypes: ['registered'] }),
+      ledger.reserve('nobody', 1, { endpoint: '/m' }),
+      ledger.reserve('m1', 100, { endpoint: '/m' }),
+      ledger.commit(held.holdId, { actualCost: 2 }), // more than was held
+      ledger.commit(held.holdId),
+    ])
+    const values = outcomes.map((o) =>
+      o.status === 'fulfilled'
+        ? 'status' in o.value
+          ? o.value.status
+          : o.value.outcome
+        : isCreditError(o.reason)
+          ? o.reason.code
+          : 'other',
+    )
+    expect(values).toEqual([
+      'held',
+      'forbidden',
+      'no_account',
+      'insufficient',
+      'ERR_CREDIT_HOLD_EXCEEDED',
+      'committed',
+    ])
+    expect(await ledger.balance('m1')).toMatchObject({ available: 3, pending: 1 })
+  })
+
+  it('sends one operation alone as the plain script, and every operation alone with batchSize 1', async () => {
+    const { ledger, calls } = setup({ batchSize: 1 })
+    await ledger.openAccount('one', { type: 'registered' })
+    calls.length = 0
+    await Promise.all(
+      Array.from({ length: 5 }, () => ledger.reserve('one', 1, { endpoint: '/one' })),
+    )
+    expect(calls).toHaveLength(5)
+    expect(
+      calls.every((c) => c.sha === scripts.reserve.sha1 || c.sha === scripts.reserve.bareSha1),
+    ).toBe(true)
+    const single = setup()
+    await single.ledger.openAccount('alone', { type: 'registered' })
+    single.calls.length = 0
+    await single.ledger.reserve('alone', 1, { endpoint: '/alone' })
+    expect(single.calls).toHaveLength(1)
+    expect(isBatch(single.calls[0]?.sha ?? '', scripts.reserveBatch)).toBe(false)
+  })
+
+  it('splits a turn into scripts of at most batchSize operations', async () => {
+    const { ledger, calls } = setup({ batchSize: 4 })
+    await ledger.openAccount('split', { type: 'registered' })
+    calls.length = 0
+    const results = await Promise.all(
+      Array.from({ length: 10 }, () => ledger.reserve('split', 1, { endpoint: '/split' })),
+    )
+    expect(results.every((r) => r.status === 'held')).toBe(true)
+    // 4 + 4 sent as batches, the last 2 as a batch of 2 (on a cluster: one slot, the same).
+    expect(calls.map((c) => c.keys.length / 4)).toEqual([4, 4, 2])
+    expect((await ledger.balance('split')).pending).toBe(10)
+  })
+})
+
+describe('a batch that fails as a whole', () => {
+  it('rejects every operation in it as ERR_CREDIT_STORE_UNAVAILABLE, and a resend is safe', async () => {
+    const redis = backendRedis('redis')
+    const prefix = uniquePrefix()
+    let failNext = true
+    const flaky = new Proxy(redis, {
+      get(target, property, receiver) {
+        const value: unknown = Reflect.get(target, property, receiver)
+        if (property === 'evalsha' && typeof value === 'function') {
+          return async (...args: unknown[]) => {
+            const reply: unknown = await (value as (...a: unknown[]) => Promise<unknown>).apply(
+              target,
+              args,
+            )
+            // The script ran, but its reply is lost: the worst case for a batch.
+            if (failNext && args[0] === scripts.resolveBatch.sha1) {
+              failNext = false
+              throw new Error('Connection is closed.')
+            }
+            return reply
+          }
+        }
+        return value
+      },
+    })
+    const ledger = new RedisLedger({ redis: flaky, prefix })
+    try {
+      await ledger.openAccount('f1', { type: 'registered' })
+      const holds = await Promise.all(
+        [1, 2, 3].map(() => ledger.reserve('f1', 10, { endpoint: '/f' })),
+      )
+      const ids = holds.map((h) => (h.status === 'held' ? h.holdId : ''))
+      const first = await Promise.allSettled(ids.map((id) => ledger.commit(id)))
+      expect(
+        first.map((o) =>
+          o.status === 'rejected' && isCreditError(o.reason) ? o.reason.code : o.status,
+        ),
+      ).toEqual([
+        'ERR_CREDIT_STORE_UNAVAILABLE',
+        'ERR_CREDIT_STORE_UNAVAILABLE',
+        'ERR_CREDIT_STORE_UNAVAILABLE',
+      ])
+      // Every commit ran once; the resends replay it and charge nothing more.
+      const again = await Promise.all(ids.map((id) => ledger.commit(id)))
+      expect(again.map((s) => [s.outcome, s.replayed])).toEqual([
+        ['committed', true],
+        ['committed', true],
+        ['committed', true],
+      ])
+      expect(await ledger.balance('f1')).toMatchObject({ available: 320, pending: 0 })
+    } finally {
+      await redis.quit()
+    }
+  })
+
+  it('refuses a batchSize that is not an integer from 1 to 1000', () => {
+    const redis = backendRedis('mock')
+    for (const batchSize of [0, 1.5, 1001, '8', Number.NaN]) {
+      expect(() => new RedisLedger({ redis, batchSize: batchSize as number })).toThrow(
+        expect.objectContaining({ code: 'ERR_CREDIT_INVALID_OPTION' }) as Error,
+      )
+    }
+    void redis.quit()
+  })
+})
