@@ -124,7 +124,10 @@ export class GateEmitter {
     return this.#emitter.listenerCount(event) > 0
   }
 
-  emit<E extends keyof CreditGateEvents>(event: E, payload: CreditGateEvents[E]): void {
+  /** Calls the listeners of `event` with the payload `build` makes, built only when one listens. */
+  emit<E extends keyof CreditGateEvents>(event: E, build: () => CreditGateEvents[E]): void {
+    if (this.#emitter.listenerCount(event) === 0) return
+    const payload = build()
     // rawListeners is a copy that keeps `once` wrappers, which remove themselves when called.
     for (const listener of this.#emitter.rawListeners(event)) {
       try {

@@ -77,50 +77,86 @@ export function remainingMilli(state: CreditState): number | null {
   return state.remainingMilli + state.heldMilli - chargeMilli(state)
 }
 
-/** Builds the frozen view a handler sees, and attaches it to the request. */
+/** The frozen view a handler sees; its getters read the call's live state. */
+class CallCredits implements CreditInfo {
+  readonly accountId: string
+  readonly accountType: string | undefined
+  readonly tier: string
+  readonly price: number
+  readonly holdId: string | undefined
+  readonly unlimited: boolean
+  readonly claims: Readonly<Record<string, unknown>> | undefined
+  readonly #state: CreditState
+
+  constructor(state: CreditState) {
+    this.#state = state
+    this.accountId = state.accountId
+    this.accountType = state.accountType
+    this.tier = state.tier
+    this.price = fromMilli(state.priceMilli)
+    this.holdId = state.holdId
+    this.unlimited = state.unlimited
+    this.claims = state.claims
+    Object.freeze(this)
+  }
+
+  get cost(): number {
+    return fromMilli(chargeMilli(this.#state))
+  }
+
+  get remaining(): number | null {
+    const milli = remainingMilli(this.#state)
+    return milli === null ? null : fromMilli(milli)
+  }
+
+  /** The plain fields, with `cost` and `remaining` as they read now (for `res.json`, logs). */
+  toJSON(): Omit<CreditInfo, 'setCost'> {
+    return {
+      accountId: this.accountId,
+      accountType: this.accountType,
+      tier: this.tier,
+      price: this.price,
+      cost: this.cost,
+      holdId: this.holdId,
+      remaining: this.remaining,
+      unlimited: this.unlimited,
+      claims: this.claims,
+    }
+  }
+
+  // An arrow function, so that `const { setCost } = getCredits(req)` works too.
+  readonly setCost = (credits: number): void => {
+    const state = this.#state
+    if (state.settled) {
+      throw new CreditArgumentError(
+        'ERR_CREDIT_INVALID_ARGUMENT',
+        'setCost was called after the response ended; call it before sending the response',
+      )
+    }
+    const milli = toMilli(credits, 'setCost credits')
+    if (milli > state.priceMilli) {
+      throw new CreditArgumentError(
+        'ERR_CREDIT_INVALID_AMOUNT',
+        `setCost credits must be at most the ${fromMilli(state.priceMilli)} credits this call is priced at, got ${describe(credits)}`,
+      )
+    }
+    // Unlimited, free and unmetered calls hold nothing: the lower cost only matters on paper.
+    if (state.holdId !== undefined && !state.unlimited) state.actualMilli = milli
+    state.onCostChange()
+  }
+}
+
+/**
+ * Builds the frozen view a handler sees, and attaches it to the request. Plain assignments:
+ * `Object.defineProperty` on a request would turn it into a slow dictionary object for every
+ * middleware after this one.
+ */
 export function attachCreditInfo(req: object, state: CreditState): CreditInfo {
-  const info: CreditInfo = Object.freeze({
-    accountId: state.accountId,
-    accountType: state.accountType,
-    tier: state.tier,
-    price: fromMilli(state.priceMilli),
-    get cost() {
-      return fromMilli(chargeMilli(state))
-    },
-    holdId: state.holdId,
-    get remaining() {
-      const milli = remainingMilli(state)
-      return milli === null ? null : fromMilli(milli)
-    },
-    unlimited: state.unlimited,
-    claims: state.claims,
-    setCost(credits: number): void {
-      if (state.settled) {
-        throw new CreditArgumentError(
-          'ERR_CREDIT_INVALID_ARGUMENT',
-          'setCost was called after the response ended; call it before sending the response',
-        )
-      }
-      const milli = toMilli(credits, 'setCost credits')
-      if (milli > state.priceMilli) {
-        throw new CreditArgumentError(
-          'ERR_CREDIT_INVALID_AMOUNT',
-          `setCost credits must be at most the ${fromMilli(state.priceMilli)} credits this call is priced at, got ${describe(credits)}`,
-        )
-      }
-      // Unlimited, free and unmetered calls hold nothing: the lower cost only matters on paper.
-      if (state.holdId !== undefined && !state.unlimited) state.actualMilli = milli
-      state.onCostChange()
-    },
-  })
-  Object.defineProperty(req, INFO, { value: info, configurable: true })
+  const info = new CallCredits(state)
+  const target = req as { [INFO]?: CreditInfo; credits?: CreditInfo }
+  target[INFO] = info
   // `req.credits` is a convenience for plain JavaScript; TypeScript users call getCredits(req).
-  Object.defineProperty(req, 'credits', {
-    value: info,
-    configurable: true,
-    enumerable: true,
-    writable: true,
-  })
+  target.credits = info
   return info
 }
 
