@@ -9,3 +9,12 @@ export const CASES = [
 export type Case = (typeof CASES)[number]
 export const JWT_SECRET = 'bench-secret-bench-secret-bench-secret'
 export const PREFIX = 'bench:'
+/**
+ * Diagnostic cases, not in the interleaved run: `creditgate-memory` is the gate with a ledger
+ * that answers at once from memory, so the gate's own cost shows apart from Redis's.
+ */
+export const DIAGNOSTIC_CASES = ['creditgate-memory'] as const
+export type AnyCase = Case | (typeof DIAGNOSTIC_CASES)[number]
+export const isCase = (kind: string): kind is AnyCase =>
+  (CASES as readonly string[]).includes(kind) ||
+  (DIAGNOSTIC_CASES as readonly string[]).includes(kind)

@@ -13,7 +13,7 @@ import { Redis } from 'ioredis'
 import { RedisLedger } from 'creditgate'
 
 import { freePort, startRedis } from '../test/setup/redis-server'
-import { CASES, PREFIX, type Case } from './cases'
+import { PREFIX, isCase } from './cases'
 
 interface Node {
   id: number
@@ -23,9 +23,9 @@ interface Node {
 }
 
 async function main(): Promise<void> {
-  const kind = (process.argv[2] ?? 'creditgate-header') as Case
+  const kind = process.argv[2] ?? 'creditgate-header'
   const seconds = Number(process.argv[3] ?? 6)
-  if (!CASES.includes(kind)) throw new Error(`unknown case ${kind}`)
+  if (!isCase(kind)) throw new Error(`unknown case ${kind}`)
   const redis = await startRedis()
   const client = new Redis(redis.url)
   const ledger = new RedisLedger({

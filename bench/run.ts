@@ -5,7 +5,8 @@
  *
  * Environment: BENCH_ROUNDS (default 3), BENCH_DURATION seconds per run (default 8),
  * BENCH_CONNECTIONS (default 64), BENCH_ACCOUNTS (default 5000), BENCH_MEMORY_ACCOUNTS
- * (default 100000), BENCH_SKIP_HTTP=1 / BENCH_SKIP_LEDGER=1 to run one half.
+ * (default 100000), BENCH_SKIP_HTTP=1 / BENCH_SKIP_LEDGER=1 to run one half, BENCH_BATCH the
+ * gated servers' ledger batchSize (default: the ledger's own).
  */
 import { execFileSync, fork, type ChildProcess } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
@@ -21,6 +22,7 @@ import { RedisLedger } from 'creditgate'
 import { freePort, startRedis, type OwnedRedis } from '../test/setup/redis-server'
 import { ledgerFigures, type LedgerFigures } from './ledger'
 import { CASES, JWT_SECRET, PREFIX, type Case } from './cases'
+import { cpuMs } from './proc'
 
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3)
 const DURATION = Number(process.env['BENCH_DURATION'] ?? 8)
@@ -40,6 +42,9 @@ interface Run {
   readonly ok: number
   readonly failed: number
   readonly errors: number
+  /** CPU time per request, µs: the server process (all its threads) and redis-server. */
+  readonly serverUs: number
+  readonly redisUs: number
 }
 
 async function startServer(
@@ -166,6 +171,7 @@ async function httpBench(redis: OwnedRedis): Promise<{ runs: Run[]; ledgerCheck:
   const tokens = Array.from({ length: ACCOUNTS }, (_, i) =>
     jwt.sign({ sub: `acct-${i}` }, JWT_SECRET, { algorithm: 'HS256', expiresIn: '2h' }),
   )
+  const redisPid = Number(/process_id:(\d+)/.exec(await client.info('server'))?.[1])
   const runs: Run[] = []
   const ledgerCheck: string[] = []
   for (const mix of MIXES) {
@@ -175,7 +181,11 @@ async function httpBench(redis: OwnedRedis): Promise<{ runs: Run[]; ledgerCheck:
         const gated = kind.startsWith('creditgate')
         const before = gated ? await settled(ledger) : undefined
         const warm = await load(port, kind, mix.failEvery, 2, tokens)
+        const cpuBefore = [cpuMs(child.pid), cpuMs(redisPid)] as const
         const result = await load(port, kind, mix.failEvery, DURATION, tokens)
+        const cpuAfter = [cpuMs(child.pid), cpuMs(redisPid)] as const
+        const perRequest = (i: 0 | 1) =>
+          (1000 * (cpuAfter[i] - cpuBefore[i])) / Math.max(1, result.requests.total)
         const served = await stopServer(child)
         const ok = result['2xx']
         const failed = result.non2xx
@@ -188,6 +198,8 @@ async function httpBench(redis: OwnedRedis): Promise<{ runs: Run[]; ledgerCheck:
           ok,
           failed,
           errors: result.errors + result.timeouts,
+          serverUs: perRequest(0),
+          redisUs: perRequest(1),
         })
         if (before !== undefined) {
           const after = await settled(ledger)
@@ -214,15 +226,15 @@ function httpTable(runs: readonly Run[]): string {
     const bareP99 = median(of('bare').map((r) => r.p99))
     lines.push(`\n### ${mix.name}\n`)
     lines.push(
-      '| case | req/s median (min–max) | × bare | p50 ms | p99 ms | p99 × bare | non-2xx | errors |',
+      '| case | req/s median (min–max) | × bare | p50 ms | p99 ms | p99 × bare | non-2xx | errors | server CPU µs/req | Redis CPU µs/req |',
     )
-    lines.push('| --- | --- | --- | --- | --- | --- | --- | --- |')
+    lines.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
     for (const kind of CASES) {
       const rs = of(kind)
       const rps = rs.map((r) => r.rps)
       const p99 = median(rs.map((r) => r.p99))
       lines.push(
-        `| ${kind} | ${median(rps).toFixed(0)} (${Math.min(...rps).toFixed(0)}–${Math.max(...rps).toFixed(0)}) | ${(median(rps) / bare).toFixed(3)} | ${median(rs.map((r) => r.p50))} | ${p99} | ${(p99 / bareP99).toFixed(2)} | ${rs.reduce((s, r) => s + r.failed, 0)} | ${rs.reduce((s, r) => s + r.errors, 0)} |`,
+        `| ${kind} | ${median(rps).toFixed(0)} (${Math.min(...rps).toFixed(0)}–${Math.max(...rps).toFixed(0)}) | ${(median(rps) / bare).toFixed(3)} | ${median(rs.map((r) => r.p50))} | ${p99} | ${(p99 / bareP99).toFixed(2)} | ${rs.reduce((s, r) => s + r.failed, 0)} | ${rs.reduce((s, r) => s + r.errors, 0)} | ${median(rs.map((r) => r.serverUs)).toFixed(0)} | ${median(rs.map((r) => r.redisUs)).toFixed(0)} |`,
       )
     }
   }

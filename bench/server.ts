@@ -14,21 +14,27 @@ import { RateLimiterRedis } from 'rate-limiter-flexible'
 
 import { RedisLedger, createCreditGate, fromJwt } from 'creditgate'
 
-import { CASES, JWT_SECRET, PREFIX, type Case } from './cases'
+import { JWT_SECRET, PREFIX, isCase, type AnyCase } from './cases'
 
 function accountOf(req: { headers: Record<string, string | string[] | undefined> }): string {
   const id = req.headers['x-account-id']
   return typeof id === 'string' ? id : 'anonymous'
 }
 
-function gateFor(kind: Case, redisUrl: string): RequestHandler | undefined {
+function gateFor(kind: AnyCase, redisUrl: string): RequestHandler | undefined {
   switch (kind) {
     case 'bare':
       return undefined
     case 'creditgate-header':
     case 'creditgate-jwt': {
       const redis = new Redis(redisUrl, { enableAutoPipelining: true })
-      const ledger = new RedisLedger({ redis, prefix: PREFIX })
+      const ledger = new RedisLedger({
+        redis,
+        prefix: PREFIX,
+        ...(process.env['BENCH_BATCH'] === undefined
+          ? {}
+          : { batchSize: Number(process.env['BENCH_BATCH']) }),
+      })
       const identify =
         kind === 'creditgate-jwt'
           ? fromJwt({ secret: JWT_SECRET, algorithms: ['HS256'] })
@@ -38,6 +44,56 @@ function gateFor(kind: Case, redisUrl: string): RequestHandler | undefined {
             }
       const creditGate = createCreditGate({ ledger, identify })
       return creditGate('basic')
+    }
+    case 'creditgate-memory': {
+      // Diagnostic: the gate with a ledger that answers at once from memory.
+      let n = 0
+      const ledger = {
+        reserve: (accountId: string, cost: number) =>
+          Promise.resolve({
+            status: 'held' as const,
+            holdId: `h${n++}`,
+            accountId,
+            accountType: 'bench',
+            cost,
+            held: cost,
+            available: 1000,
+            pending: 1,
+            balance: 1001,
+            expiresAt: 0,
+            unlimited: false,
+            opened: false,
+          }),
+        commit: (holdId: string) =>
+          Promise.resolve({
+            holdId,
+            accountId: 'x',
+            outcome: 'committed' as const,
+            charged: 1,
+            returned: 0,
+            available: 999,
+            pending: 0,
+            balance: 999,
+            replayed: false,
+          }),
+        release: (holdId: string) =>
+          Promise.resolve({
+            holdId,
+            accountId: 'x',
+            outcome: 'released' as const,
+            charged: 0,
+            returned: 1,
+            available: 1000,
+            pending: 0,
+            balance: 1000,
+            replayed: false,
+          }),
+      }
+      return createCreditGate({
+        ledger,
+        identify: (req: { headers: Record<string, string | string[] | undefined> }) =>
+          accountOf(req),
+      })('basic')
     }
     case 'express-rate-limit': {
       const redis = new Redis(redisUrl, { enableAutoPipelining: true })
@@ -79,8 +135,8 @@ function gateFor(kind: Case, redisUrl: string): RequestHandler | undefined {
 }
 
 export function main(): void {
-  const [kind, port, redisUrl] = process.argv.slice(2) as [Case, string, string]
-  if (!CASES.includes(kind)) throw new Error(`unknown case ${kind}`)
+  const [kind = '', port, redisUrl = ''] = process.argv.slice(2)
+  if (!isCase(kind)) throw new Error(`unknown case ${kind}`)
   const app = express()
   app.set('etag', false)
   app.set('x-powered-by', false)
