@@ -11,14 +11,16 @@ const errorMessage = (error: unknown): string =>
   error instanceof Error ? error.message : String(error)
 
 /**
- * Runs ledger scripts by EVALSHA, sending the source by EVAL only when the server answers
- * NOSCRIPT (after a restart or `SCRIPT FLUSH`), as node-redlock does. The caller's client is
+ * Runs ledger scripts by EVALSHA, sending the source by EVAL the first time and when the server
+ * answers NOSCRIPT (after a restart or `SCRIPT FLUSH`), as node-redlock does. The caller's client is
  * never changed (no `defineCommand`), so the same runner serves `Redis` and `Cluster`.
  */
 export class ScriptRunner {
   readonly #client: ScriptClient
   /** Whether the server takes `#!lua` scripts; learnt from the first refusal. */
   #shebang = true
+  /** Scripts this runner has sent (by name): the server is expected to have them cached. */
+  readonly #sent = new Set<string>()
 
   constructor(client: ScriptClient) {
     this.#client = client
@@ -52,11 +54,17 @@ export class ScriptRunner {
     keys: readonly string[],
     args: readonly (string | number)[],
   ): Promise<unknown> {
-    const sha = this.#shebang ? def.sha1 : def.bareSha1
-    try {
-      return await this.#client.evalsha(sha, keys.length, ...keys, ...args)
-    } catch (error) {
-      if (!errorMessage(error).startsWith('NOSCRIPT')) throw error
+    // The first run of a script in this process goes by EVAL, which also caches it: no
+    // NOSCRIPT round trip, and no resend that later calls could overtake.
+    if (this.#sent.has(def.name)) {
+      const sha = this.#shebang ? def.sha1 : def.bareSha1
+      try {
+        return await this.#client.evalsha(sha, keys.length, ...keys, ...args)
+      } catch (error) {
+        if (!errorMessage(error).startsWith('NOSCRIPT')) throw error
+      }
+    } else {
+      this.#sent.add(def.name)
     }
     if (!this.#shebang) return this.#client.eval(def.bareSource, keys.length, ...keys, ...args)
     try {
