@@ -742,10 +742,14 @@ export class RedisLedger implements CreditLedger {
       k.usage,
       k.usageIndex,
     ].slice(0, def.numberOfKeys)
-    const raw =
-      batch === undefined
-        ? await this.#runner.run(def, keys, args)
-        : await this.#batcher.run(def, batch, keys, args)
+    let raw: unknown
+    if (batch === undefined) {
+      // After everything queued before it: a balance read sees the settlements made before.
+      this.#batcher.flush()
+      raw = await this.#runner.run(def, keys, args)
+    } else {
+      raw = await this.#batcher.run(def, batch, keys, args)
+    }
     const reply = new Reply(def.name, raw)
     reply.throwIfInvalid()
     return reply

@@ -10,18 +10,25 @@ interface Queued {
   readonly reject: (error: unknown) => void
 }
 
-interface Queue {
+/** Operations of one kind (and, on a Cluster, one slot) that go to Redis as one script. */
+interface Segment {
   readonly single: ScriptDef
   readonly batch: BatchScriptDef
   readonly ops: Queued[]
 }
 
 /**
- * Coalesces the operations of one kind sent in the same turn of the event loop into one
- * script call, as DataLoader does for reads and TigerBeetle for transfers: under load, a
- * hundred reserves cost Redis one dispatch and the helpers' set-up once, and ioredis one
- * command. Operations wait at most until the current turn's I/O callbacks have run
- * (`setImmediate`); one alone is sent as the plain script, so an idle server sees no change.
+ * Coalesces the operations sent in the same turn of the event loop into as few script calls as
+ * it can, as DataLoader does for reads and TigerBeetle for transfers: under load, a hundred
+ * reserves cost Redis one dispatch and the helpers' set-up once, and ioredis one command.
+ * Operations wait at most until the current turn's I/O callbacks have run (`setImmediate`); one
+ * alone is sent as the plain script, so an idle server sees no change.
+ *
+ * Order is kept where it can matter, per account: an operation never overtakes an earlier one
+ * on the same account (a reserve made after a release is sent after it), and a script sent
+ * outside the batches ({@link ScriptBatcher.flush} first) comes after everything queued before
+ * it, so a balance read right after a settlement sees it. Operations on different accounts
+ * touch different keys and commute.
  *
  * On a Cluster, only operations whose keys share a slot go into one script. Each operation
  * gets its own reply; a batch that fails as a whole (connection lost, Redis refusing) rejects
@@ -32,7 +39,12 @@ export class ScriptBatcher {
   readonly #runner: ScriptRunner
   readonly #maxBatch: number
   readonly #cluster: boolean
-  readonly #queues = new Map<string, Queue>()
+  /** Queued segments, in the order they must be sent. */
+  #segments: Segment[] = []
+  /** The last segment each account (its first key) has an operation in, by position. */
+  readonly #lastOf = new Map<string, number>()
+  /** The latest segment of each kind (and slot), by position. */
+  readonly #openOf = new Map<string, number>()
   #scheduled = false
 
   /**
@@ -53,35 +65,52 @@ export class ScriptBatcher {
     keys: readonly string[],
     args: readonly (string | number)[],
   ): Promise<unknown> {
-    if (this.#maxBatch <= 1) return this.#runner.run(single, keys, args)
-    const group = this.#cluster ? `${batch.name}:${calculateSlot(keys[0] ?? '')}` : batch.name
-    let queue = this.#queues.get(group)
-    if (queue === undefined) {
-      queue = { single, batch, ops: [] }
-      this.#queues.set(group, queue)
+    if (this.#maxBatch <= 1) {
+      this.flush()
+      return this.#runner.run(single, keys, args)
     }
-    const { ops } = queue
+    const account = keys[0] ?? ''
+    const kind = this.#cluster ? `${batch.name}:${calculateSlot(account)}` : batch.name
+    const after = this.#lastOf.get(account) ?? -1
+    let at = this.#openOf.get(kind)
+    let segment = at === undefined ? undefined : this.#segments[at]
+    // Join the open segment of this kind only if it comes after this account's last operation.
+    if (at === undefined || segment === undefined || at < after) {
+      at = this.#segments.length
+      segment = { single, batch, ops: [] }
+      this.#segments.push(segment)
+      this.#openOf.set(kind, at)
+    }
+    this.#lastOf.set(account, at)
+    const { ops } = segment
     const reply = new Promise<unknown>((resolve, reject) => {
       ops.push({ keys, args, resolve, reject })
     })
     if (ops.length >= this.#maxBatch) {
-      this.#queues.delete(group)
-      this.#send(queue)
+      this.flush() // everything queued, in order: a full segment never overtakes earlier ones
     } else if (!this.#scheduled) {
       this.#scheduled = true
-      setImmediate(this.#flush)
+      setImmediate(this.#onImmediate)
     }
     return reply
   }
 
-  readonly #flush = (): void => {
-    this.#scheduled = false
-    const queues = [...this.#queues.values()]
-    this.#queues.clear()
-    for (const queue of queues) this.#send(queue)
+  /** Sends everything queued now, in order. Call it before a script sent outside the batches. */
+  flush(): void {
+    if (this.#segments.length === 0) return
+    const segments = this.#segments
+    this.#segments = []
+    this.#lastOf.clear()
+    this.#openOf.clear()
+    for (const segment of segments) this.#send(segment)
   }
 
-  #send({ single, batch, ops }: Queue): void {
+  readonly #onImmediate = (): void => {
+    this.#scheduled = false
+    this.flush()
+  }
+
+  #send({ single, batch, ops }: Segment): void {
     const [only] = ops
     if (ops.length === 1 && only !== undefined) {
       this.#runner.run(single, only.keys, only.args).then(only.resolve, only.reject)

@@ -5,18 +5,28 @@ import { RedisLedger, isCreditError, type RedisLedgerOptions } from '../../src/i
 import { scripts } from '../../src/lua/scripts'
 import { BACKENDS, backendRedis, uniquePrefix, type Backend } from '../helpers/redis'
 
-/** A client that records each script call: which script (by SHA1) and how many keys. */
+/** The script a command runs, by its SHA1 or its source. */
+const scriptNames = new Map<string, string>(
+  Object.values(scripts).flatMap((d) => [
+    [d.sha1, d.name],
+    [d.bareSha1, d.name],
+    [d.source, d.name],
+    [d.bareSource, d.name],
+  ]),
+)
+
+/** A client that records each script call (EVALSHA or EVAL): which script and its keys. */
 function recordingClient<T extends Redis | Cluster>(
   redis: T,
-): { client: T; calls: { sha: string; keys: readonly string[] }[] } {
-  const calls: { sha: string; keys: readonly string[] }[] = []
+): { client: T; calls: { script: string; keys: readonly string[] }[] } {
+  const calls: { script: string; keys: readonly string[] }[] = []
   const client = new Proxy(redis, {
     get(target, property, receiver) {
       const value: unknown = Reflect.get(target, property, receiver)
-      if (property === 'evalsha' && typeof value === 'function') {
-        return (sha: string, numkeys: number, ...rest: string[]) => {
-          calls.push({ sha, keys: rest.slice(0, numkeys) })
-          return (value as (...a: unknown[]) => unknown).call(target, sha, numkeys, ...rest)
+      if ((property === 'evalsha' || property === 'eval') && typeof value === 'function') {
+        return (script: string, numkeys: number, ...rest: string[]) => {
+          calls.push({ script: scriptNames.get(script) ?? 'unknown', keys: rest.slice(0, numkeys) })
+          return (value as (...a: unknown[]) => unknown).call(target, script, numkeys, ...rest)
         }
       }
       return value
@@ -24,9 +34,6 @@ function recordingClient<T extends Redis | Cluster>(
   })
   return { client, calls }
 }
-
-const isBatch = (sha: string, batch: { sha1: string; bareSha1: string }): boolean =>
-  sha === batch.sha1 || sha === batch.bareSha1
 
 describe.each(BACKENDS)('batched reserves and settlements on %s', (backend: Backend) => {
   const open: (Redis | Cluster)[] = []
@@ -60,7 +67,7 @@ describe.each(BACKENDS)('batched reserves and settlements on %s', (backend: Back
     expect(new Set(holdIds).size).toBe(holdIds.length)
     expect((await ledger.balance('b0')).pending).toBe(350)
     // One script per batch of at most 64 operations; on a cluster, one per slot.
-    const batches = calls.filter((c) => isBatch(c.sha, scripts.reserveBatch))
+    const batches = calls.filter((c) => c.script === 'reserveBatch')
     expect(batches.length).toBeGreaterThan(0)
     if (backend !== 'cluster') expect(calls.length).toBeLessThanOrEqual(Math.ceil(91 / 64) + 1)
     for (const batch of batches) {
@@ -99,7 +106,7 @@ describe.each(BACKENDS)('batched reserves and settlements on %s', (backend: Back
     expect(await ledger.balance('s2')).toMatchObject({ available: 340, pending: 0 })
     if (backend !== 'cluster') {
       expect(settleCalls).toHaveLength(1)
-      expect(isBatch(settleCalls[0]?.sha ?? '', scripts.resolveBatch)).toBe(true)
+      expect(settleCalls[0]?.script).toBe('resolveBatch')
     }
   })
 
@@ -144,15 +151,40 @@ describe.each(BACKENDS)('batched reserves and settlements on %s', (backend: Back
       Array.from({ length: 5 }, () => ledger.reserve('one', 1, { endpoint: '/one' })),
     )
     expect(calls).toHaveLength(5)
-    expect(
-      calls.every((c) => c.sha === scripts.reserve.sha1 || c.sha === scripts.reserve.bareSha1),
-    ).toBe(true)
+    expect(calls.every((c) => c.script === 'reserve')).toBe(true)
     const single = setup()
     await single.ledger.openAccount('alone', { type: 'registered' })
     single.calls.length = 0
     await single.ledger.reserve('alone', 1, { endpoint: '/alone' })
     expect(single.calls).toHaveLength(1)
-    expect(isBatch(single.calls[0]?.sha ?? '', scripts.reserveBatch)).toBe(false)
+    expect(single.calls[0]?.script).toBe('reserve')
+  })
+
+  it('never lets an operation overtake an earlier one on the same account', async () => {
+    const { ledger } = setup()
+    await ledger.openAccount('first', { type: 'registered' })
+    await ledger.openAccount('other', { type: 'registered' })
+    const all = await ledger.reserve('first', 350, { endpoint: '/o' })
+    if (all.status !== 'held') throw new Error('expected a hold')
+    // One turn: a reserve on another account opens the reserves' batch, then this account's
+    // release and a reserve that needs the released credits. Sent in the order made, the
+    // reserve finds the 350 credits back.
+    const [, released, again] = await Promise.all([
+      ledger.reserve('other', 1, { endpoint: '/o' }),
+      ledger.release(all.holdId),
+      ledger.reserve('first', 350, { endpoint: '/o' }),
+    ])
+    expect(released.outcome).toBe('released')
+    expect(again.status).toBe('held')
+  })
+
+  it('sends what is queued before a script outside the batches: a balance read sees the commit', async () => {
+    const { ledger } = setup()
+    await ledger.openAccount('reader', { type: 'registered' })
+    const hold = await ledger.reserve('reader', 10, { endpoint: '/r' })
+    if (hold.status !== 'held') throw new Error('expected a hold')
+    const [, balance] = await Promise.all([ledger.commit(hold.holdId), ledger.balance('reader')])
+    expect(balance).toMatchObject({ balance: 340, available: 340, pending: 0 })
   })
 
   it('splits a turn into scripts of at most batchSize operations', async () => {
@@ -169,6 +201,44 @@ describe.each(BACKENDS)('batched reserves and settlements on %s', (backend: Back
   })
 })
 
+describe('the script runner', () => {
+  it('sends a script by EVAL the first time, then by EVALSHA, and again by EVAL after SCRIPT FLUSH', async () => {
+    const redis = backendRedis('redis')
+    const commands: string[] = []
+    const client = new Proxy(redis, {
+      get(target, property, receiver) {
+        const value: unknown = Reflect.get(target, property, receiver)
+        if ((property === 'evalsha' || property === 'eval') && typeof value === 'function') {
+          return async (...args: unknown[]) => {
+            const reply: unknown = await (value as (...a: unknown[]) => Promise<unknown>)
+              .apply(target, args)
+              .catch((error: unknown) => {
+                commands.push(`${property} refused`)
+                throw error
+              })
+            commands.push(property)
+            return reply
+          }
+        }
+        return value
+      },
+    })
+    const ledger = new RedisLedger({ redis: client, prefix: uniquePrefix() })
+    try {
+      await ledger.openAccount('r1', { type: 'registered' })
+      await ledger.balance('r1')
+      await ledger.balance('r1')
+      expect(commands).toEqual(['eval', 'eval', 'evalsha'])
+      commands.length = 0
+      await redis.script('FLUSH')
+      await ledger.balance('r1')
+      expect(commands).toEqual(['evalsha refused', 'eval'])
+    } finally {
+      await redis.quit()
+    }
+  })
+})
+
 describe('a batch that fails as a whole', () => {
   it('rejects every operation in it as ERR_CREDIT_STORE_UNAVAILABLE, and a resend is safe', async () => {
     const redis = backendRedis('redis')
@@ -177,14 +247,14 @@ describe('a batch that fails as a whole', () => {
     const flaky = new Proxy(redis, {
       get(target, property, receiver) {
         const value: unknown = Reflect.get(target, property, receiver)
-        if (property === 'evalsha' && typeof value === 'function') {
+        if ((property === 'evalsha' || property === 'eval') && typeof value === 'function') {
           return async (...args: unknown[]) => {
             const reply: unknown = await (value as (...a: unknown[]) => Promise<unknown>).apply(
               target,
               args,
             )
             // The script ran, but its reply is lost: the worst case for a batch.
-            if (failNext && args[0] === scripts.resolveBatch.sha1) {
+            if (failNext && scriptNames.get(String(args[0])) === 'resolveBatch') {
               failNext = false
               throw new Error('Connection is closed.')
             }
