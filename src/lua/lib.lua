@@ -22,10 +22,10 @@
 local MAX_SAFE = 9007199254740991
 
 -- Integers print fastest through '%d' (a C long, 64 bits on Redis's Lua 5.1); Lua 5.3 in JS
--- (ioredis-mock, recognised by math.maxinteger) has 32-bit integers there, so it prints floats
--- with '%.0f'. Both print every integer up to 2^53 exactly.
+-- (ioredis-mock) has 32-bit integers there, so it prints floats with '%.0f'. Both print every
+-- integer up to 2^53 exactly.
 local INT_FORMAT = '%d'
-if math.maxinteger ~= nil then
+if _VERSION ~= 'Lua 5.1' then
   INT_FORMAT = '%.0f'
 end
 
@@ -35,28 +35,43 @@ end
 
 -- A decimal string of 1 to 16 digits that is at most 2^53 - 1, as a float; nil otherwise.
 -- Refuses what tonumber accepts: "nan", "inf", "0x10", "1e3", " 5 ", "-1", "1.5".
+-- Checked strings are remembered for the script run: the operations of a batch repeat the same
+-- limits (holdMs, retention, history size), which are then checked once.
+local checked = {}
+
 local function uint(s)
+  local known = checked[s]
+  if known ~= nil then
+    return known or nil
+  end
   if type(s) ~= 'string' or #s == 0 or #s > 16 or not string.match(s, '^%d+$') then
     return nil
   end
   local n = tonumber(s) + 0.0
   if n > MAX_SAFE then
-    return nil
+    n = false
   end
-  return n
+  checked[s] = n
+  return n or nil
 end
 
 local function invalid(code, reason)
   return { 'INVALID', code, reason }
 end
 
+-- Redis TIME, read once per script run: a batch of operations is one atomic step.
+local timeNow = nil
+
 -- Milliseconds since the epoch: the injected clock when given, else Redis TIME.
 local function clock(arg)
   if arg ~= '' then
     return uint(arg)
   end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000.0 + math.floor(tonumber(t[2]) / 1000)
+  if not timeNow then
+    local t = redis.call('TIME')
+    timeNow = tonumber(t[1]) * 1000.0 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return timeNow
 end
 
 local function validType(s)
@@ -503,10 +518,14 @@ local function flush(A)
   end
   if #A.log > 0 then
     -- In slices: unpack() refuses more than ~8000 values on Lua 5.1, and a catch-up can log more.
+    local length = 0
     for i = 1, #A.log, 500 do
-      redis.call('LPUSH', C.history, unpack(A.log, i, math.min(i + 499, #A.log)))
+      length = redis.call('LPUSH', C.history, unpack(A.log, i, math.min(i + 499, #A.log)))
     end
-    redis.call('LTRIM', C.history, 0, C.historyMax - 1)
+    -- LPUSH answers the new length: trim only a list that is over the limit.
+    if length > C.historyMax then
+      redis.call('LTRIM', C.history, 0, C.historyMax - 1)
+    end
   end
 end
 
