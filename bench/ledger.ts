@@ -22,12 +22,14 @@ async function pairsPerSecond(
   url: string,
   inFlight: number,
   autoPipelining: boolean,
+  batchSize?: number,
 ): Promise<number> {
   const redis = new Redis(url, { enableAutoPipelining: autoPipelining })
-  const prefix = `pairs-${inFlight}-${autoPipelining ? 'p' : 'n'}:`
+  const prefix = `pairs-${inFlight}-${autoPipelining ? 'p' : 'n'}-${batchSize ?? 'd'}:`
   const ledger = new RedisLedger({
     redis,
     prefix,
+    ...(batchSize === undefined ? {} : { batchSize }),
     accountTypes: { bench: { signupCredits: 1_000_000_000 } },
   })
   const accounts = 1000
@@ -118,6 +120,14 @@ export async function ledgerFigures(server: OwnedRedis): Promise<LedgerFigures> 
       ])
       console.log(rows.at(-1)?.join(': '))
     }
+  }
+  for (const batchSize of [1, 64]) {
+    const rate = await pairsPerSecond(server.url, 64, false, batchSize)
+    rows.push([
+      `reserve+commit pairs/s, 64 in flight, auto-pipelining off, batchSize ${batchSize}${batchSize === 1 ? ' (batching off)' : ''}`,
+      `${fmt(rate)} pairs/s (${fmt(rate * 2)} scripts/s)`,
+    ])
+    console.log(rows.at(-1)?.join(': '))
   }
   const ceiling = evalshaCeiling(server.port)
   rows.push([

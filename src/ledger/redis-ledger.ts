@@ -104,7 +104,7 @@ export interface RedisLedgerOptions {
    * Reserves (and, separately, commits and releases) sent in the same turn of the event loop
    * go to Redis as one script of at most this many operations: under load this cuts the Redis
    * time and the client work per call; alone, an operation is sent as it is. Each operation
-   * keeps its own checks, reply and idempotency. Defaults to 64; 1 sends each on its own.
+   * keeps its own checks, reply and idempotency. Defaults to 16; 1 sends each on its own.
    */
   readonly batchSize?: number
 }
@@ -238,7 +238,7 @@ export class RedisLedger implements CreditLedger {
     this.#usageRetention = parseUsageRetention(o['usageRetention'])
     this.#batcher = new ScriptBatcher(
       this.#runner,
-      configInteger(o['batchSize'] ?? 64, 'batchSize', 1, 1000),
+      configInteger(o['batchSize'] ?? 16, 'batchSize', 1, 1000),
       (redis as { readonly isCluster?: unknown }).isCluster === true,
     )
     this.#core = Object.freeze({

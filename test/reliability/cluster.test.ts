@@ -84,18 +84,21 @@ describeCluster('RedisLedger on a Redis Cluster (3 primaries, 1 replica each)', 
         expiresAt: clock.now + HOUR,
         idempotencyKey: `slot-${i}`,
       })
-      // Sent in one turn: one batch script each for the reserves and the settlements.
-      const [a, b, c] = await Promise.all([
+      // Sent in one turn: the first of each goes alone (nothing in flight), the rest as one
+      // batch script (reserveBatch, resolveBatch).
+      const [a, b, c, d] = await Promise.all([
         ledger.reserve(id, 3, { endpoint: '/slots' }),
         ledger.reserve(id, 4, { endpoint: '/slots' }),
         ledger.reserve(id, 5, { endpoint: '/slots' }),
+        ledger.reserve(id, 1, { endpoint: '/slots' }),
       ])
-      if (a.status !== 'held' || b.status !== 'held' || c.status !== 'held') throw new Error('x')
-      await Promise.all([ledger.commit(a.holdId, { actualCost: 2 }), ledger.release(b.holdId)])
-      // And one alone: the plain scripts.
-      const d = await ledger.reserve(id, 1, { endpoint: '/slots' })
-      if (d.status !== 'held') throw new Error('x')
-      await ledger.release(d.holdId)
+      if (a.status !== 'held' || b.status !== 'held' || c.status !== 'held' || d.status !== 'held')
+        throw new Error('x')
+      await Promise.all([
+        ledger.commit(a.holdId, { actualCost: 2 }),
+        ledger.release(b.holdId),
+        ledger.release(d.holdId),
+      ])
       await ledger.balance(id)
     }
     // The operations other parts of the ledger add, on the same accounts.
