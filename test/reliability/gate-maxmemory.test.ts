@@ -52,15 +52,25 @@ it('at maxmemory with noeviction, gated calls answer 503 with Retry-After withou
     const held = call('/held').then((r) => r)
     await heldStarted.promise
 
-    // Another app fills the server until writes fail with OOM (bounded: at most 200 × 64 KiB).
+    // Another app fills the server until writes fail with OOM (bounded: at most 200 × 64 KiB),
+    // then with small values, so that the refused big write's freed query buffer does not leave
+    // room for a script afterwards.
     let fillers = 0
     let oom = ''
-    while (fillers < 200 && oom === '') {
-      await admin.set(`other-app:fill:${fillers}`, FILL_CHUNK).then(
-        () => (fillers += 1),
-        (error: unknown) => (oom = String(error)),
-      )
+    const fill = async (chunk: string, limit: number): Promise<void> => {
+      oom = ''
+      while (fillers < limit && oom === '') {
+        await admin.set(`other-app:fill:${fillers}`, chunk).then(
+          () => (fillers += 1),
+          (error: unknown) => (oom = String(error)),
+        )
+      }
     }
+    await fill(FILL_CHUNK, 200)
+    expect(oom).toMatch(/OOM/)
+    const big = fillers
+    await new Promise((r) => setTimeout(r, 200)) // let Redis shrink the big query buffer
+    await fill(FILL_CHUNK.slice(0, 1024), fillers + 200)
     expect(oom).toMatch(/OOM/)
     const before = await snapshot(admin, prefix)
 
@@ -110,7 +120,7 @@ it('at maxmemory with noeviction, gated calls answer 503 with Retry-After withou
     const charges = (await ledger.transactions('m')).transactions.filter((t) => t.kind === 'charge')
     expect(charges).toHaveLength(5)
     console.log(
-      `maxmemory 3mb + noeviction (filled with ${fillers} × 64 KiB): requests sent ${1 + 1 + 5 + 3}, ` +
+      `maxmemory 3mb + noeviction (filled with ${big} values of 64 KiB, then ${fillers - big} of 1 KiB): requests sent ${1 + 1 + 5 + 3}, ` +
         `503 at the limit ${refused.length} (Retry-After 3, handler not run), ledger keys changed 0, ` +
         `commit refused and retried 1, 2xx received ${1 + 1 + after.length}, charged ${charges.length} ` +
         `(${charges.length * 5} credits), refunded 0, pending 0, lost: 0`,
