@@ -119,11 +119,6 @@ export class GateEmitter {
     this.#emitter.off(event, listener)
   }
 
-  /** Whether anyone listens: lets the gate skip building a payload. */
-  has(event: keyof CreditGateEvents): boolean {
-    return this.#emitter.listenerCount(event) > 0
-  }
-
   /** Calls the listeners of `event` with the payload `build` makes, built only when one listens. */
   emit<E extends keyof CreditGateEvents>(event: E, build: () => CreditGateEvents[E]): void {
     if (this.#emitter.listenerCount(event) === 0) return
