@@ -116,7 +116,7 @@ export async function ledgerFigures(server: OwnedRedis): Promise<LedgerFigures> 
       const rate = await pairsPerSecond(server.url, inFlight, autoPipelining)
       rows.push([
         `reserve+commit pairs/s, ${inFlight === 1 ? 'sequential' : `${inFlight} in flight`}, auto-pipelining ${autoPipelining ? 'on' : 'off'}`,
-        `${fmt(rate)} pairs/s (${fmt(rate * 2)} scripts/s)`,
+        `${fmt(rate)} pairs/s (${fmt(rate * 2)} operations/s)`,
       ])
       console.log(rows.at(-1)?.join(': '))
     }
@@ -125,7 +125,7 @@ export async function ledgerFigures(server: OwnedRedis): Promise<LedgerFigures> 
     const rate = await pairsPerSecond(server.url, 64, false, batchSize)
     rows.push([
       `reserve+commit pairs/s, 64 in flight, auto-pipelining off, batchSize ${batchSize}${batchSize === 1 ? ' (batching off)' : ''}`,
-      `${fmt(rate)} pairs/s (${fmt(rate * 2)} scripts/s)`,
+      `${fmt(rate)} pairs/s (${fmt(rate * 2)} operations/s)`,
     ])
     console.log(rows.at(-1)?.join(': '))
   }
