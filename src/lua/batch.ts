@@ -1,5 +1,7 @@
 import calculateSlot from 'cluster-key-slot'
 
+import { CreditStoreError } from '../errors.js'
+
 import type { ScriptRunner } from './run-script.js'
 import type { BatchScriptDef, ScriptDef } from './scripts.js'
 
@@ -144,7 +146,18 @@ export class ScriptBatcher {
         // given the whole of it, which its reply check reports as ERR_CREDIT_SCRIPT_REPLY.
         const each = Array.isArray(replies) && replies.length === ops.length ? replies : undefined
         ops.forEach((op, i) => {
-          op.resolve(each === undefined ? replies : each[i])
+          const reply: unknown = each === undefined ? replies : each[i]
+          if (Array.isArray(reply) && reply[0] === 'ERROR') {
+            // What the single script's failure would have been: Redis did not run it.
+            op.reject(
+              new CreditStoreError(
+                'ERR_CREDIT_STORE_UNAVAILABLE',
+                `Redis did not run the ${single.name} script (${String(reply[1])}); retry with the same id`,
+              ),
+            )
+          } else {
+            op.resolve(reply)
+          }
         })
       },
       (error: unknown) => {

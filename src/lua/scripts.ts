@@ -62,7 +62,9 @@ export interface BatchScriptDef extends ScriptDef {
  * once per operation in the order given; the reply is the list of the operations' replies. The
  * helpers are set up once per batch instead of once per operation, and Redis dispatches one
  * script instead of many. Each operation is exactly the single script's (same checks, same
- * writes): a batch is atomic as a whole, and a replayed batch replays each operation.
+ * writes): a batch is atomic as a whole, and a replayed batch replays each operation. An
+ * operation that raises an error (a key of the wrong type) replies `{'ERROR', message}`, as
+ * the single script would have failed alone, and the others run.
  */
 function defineBatch(
   name: string,
@@ -79,7 +81,15 @@ if count < 1 or count ~= math.floor(count) or #ARGV ~= count * N then
 end
 local out = {}
 for i = 0, count - 1 do
-  out[i + 1] = op({ unpack(KEYS, i * K + 1, i * K + K) }, { unpack(ARGV, i * N + 1, i * N + N) })
+  -- One operation's error (a key of the wrong type) is its own reply, not the batch's.
+  local ok, reply = pcall(op, { unpack(KEYS, i * K + 1, i * K + K) }, { unpack(ARGV, i * N + 1, i * N + N) })
+  if not ok then
+    if type(reply) == 'table' and reply.err then
+      reply = reply.err
+    end
+    reply = { 'ERROR', tostring(reply) }
+  end
+  out[i + 1] = reply
 end
 return { unpack(out) }
 `

@@ -47,7 +47,7 @@ describe.each(BACKENDS)('batched reserves and settlements on %s', (backend: Back
     const { client, calls } = recordingClient(redis)
     const prefix = uniquePrefix()
     const ledger = new RedisLedger({ ...options, redis: client, prefix })
-    return { ledger, calls, prefix }
+    return { ledger, calls, prefix, redis }
   }
 
   it('sends the reserves of one turn as one script per slot, each with its own exact reply', async () => {
@@ -185,6 +185,36 @@ describe.each(BACKENDS)('batched reserves and settlements on %s', (backend: Back
     ])
     expect(released.outcome).toBe('released')
     expect(again.status).toBe('held')
+  })
+
+  // ioredis-mock does not enforce key types (HGETALL of a string answers its characters), so
+  // this is proven on real Redis and the cluster only.
+  const onRealRedis = backend === 'mock' ? it.skip : it
+  onRealRedis("keeps one operation's error to itself: the others in its batch run", async () => {
+    const { ledger, calls, prefix, redis } = setup()
+    for (const id of ['g1', 'g2', 'g3']) await ledger.openAccount(id, { type: 'registered' })
+    // Not a ledger hash: every script on this account fails with WRONGTYPE.
+    await redis.set(`${prefix}{broken}:a`, 'not a hash')
+    calls.length = 0
+    const outcomes = await Promise.allSettled([
+      ledger.reserve('g1', 1, { endpoint: '/e' }), // alone: nothing was in flight
+      ledger.reserve('g2', 1, { endpoint: '/e' }),
+      ledger.reserve('broken', 1, { endpoint: '/e' }),
+      ledger.reserve('g3', 1, { endpoint: '/e' }),
+    ])
+    expect(
+      outcomes.map((o) =>
+        o.status === 'fulfilled' ? o.value.status : isCreditError(o.reason) && o.reason.code,
+      ),
+    ).toEqual(['held', 'held', 'ERR_CREDIT_STORE_UNAVAILABLE', 'held'])
+    const refused = outcomes[2]
+    expect(refused.status === 'rejected' && String(refused.reason)).toMatch(/WRONGTYPE/)
+    if (backend !== 'cluster') {
+      expect(
+        calls.filter((c) => c.script === 'reserveBatch').map((c) => c.keys.length / 4),
+      ).toEqual([3])
+    }
+    for (const id of ['g1', 'g2', 'g3']) expect((await ledger.balance(id)).pending).toBe(1)
   })
 
   it('sends what is queued before a script outside the batches: a balance read sees the commit', async () => {
