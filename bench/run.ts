@@ -17,11 +17,12 @@ import autocannon from 'autocannon'
 import { Redis } from 'ioredis'
 import jwt from 'jsonwebtoken'
 
-import { RedisLedger } from 'creditgate'
+import type { RedisLedger } from 'creditgate'
 
 import { freePort, startRedis, type OwnedRedis } from '../test/setup/redis-server'
 import { ledgerFigures, type LedgerFigures } from './ledger'
-import { CASES, JWT_SECRET, PREFIX, type Case } from './cases'
+import { CASES, JWT_SECRET, type Case } from './cases'
+import { openBenchAccounts } from './one-case'
 import { cpuMs } from './proc'
 
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3)
@@ -156,18 +157,7 @@ const median = (values: readonly number[]): number => {
 
 async function httpBench(redis: OwnedRedis): Promise<{ runs: Run[]; ledgerCheck: string[] }> {
   const client = new Redis(redis.url)
-  const ledger = new RedisLedger({
-    redis: client,
-    prefix: PREFIX,
-    accountTypes: { bench: { signupCredits: 1_000_000_000 } },
-  })
-  for (let start = 0; start < ACCOUNTS; start += 500) {
-    await Promise.all(
-      Array.from({ length: Math.min(500, ACCOUNTS - start) }, (_, j) =>
-        ledger.openAccount(`acct-${start + j}`, { type: 'bench' }),
-      ),
-    )
-  }
+  const ledger = await openBenchAccounts(client, ACCOUNTS)
   const tokens = Array.from({ length: ACCOUNTS }, (_, i) =>
     jwt.sign({ sub: `acct-${i}` }, JWT_SECRET, { algorithm: 'HS256', expiresIn: '2h' }),
   )

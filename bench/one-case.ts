@@ -1,0 +1,95 @@
+/**
+ * What bench/cpu.ts and bench/profile.ts share: a private redis-server with seeded accounts,
+ * one case's server as a child process, and 64 autocannon connections spread over the accounts.
+ */
+import { fork, type ChildProcess } from 'node:child_process'
+import { join } from 'node:path'
+
+import autocannon from 'autocannon'
+import { Redis } from 'ioredis'
+
+import { RedisLedger } from 'creditgate'
+
+import { freePort, startRedis, type OwnedRedis } from '../test/setup/redis-server'
+import { PREFIX, isCase, type AnyCase } from './cases'
+
+/**
+ * The ledger of the benchmark's accounts `acct-0` … `acct-<count - 1>`, opened with a billion
+ * credits each (so that no run ever meets a 402).
+ */
+export async function openBenchAccounts(client: Redis, count: number): Promise<RedisLedger> {
+  const ledger = new RedisLedger({
+    redis: client,
+    prefix: PREFIX,
+    accountTypes: { bench: { signupCredits: 1_000_000_000 } },
+  })
+  for (let start = 0; start < count; start += 500) {
+    await Promise.all(
+      Array.from({ length: Math.min(500, count - start) }, (_, j) =>
+        ledger.openAccount(`acct-${start + j}`, { type: 'bench' }),
+      ),
+    )
+  }
+  return ledger
+}
+
+export interface OneCase {
+  readonly kind: AnyCase
+  readonly seconds: number
+  readonly redis: OwnedRedis
+  /** A client of the private Redis (INFO, CONFIG RESETSTAT). */
+  readonly client: Redis
+  readonly child: ChildProcess
+  /** Sends `seconds` of load (or `duration`), each request from the next of the accounts. */
+  load(duration?: number): Promise<autocannon.Result>
+  /** Stops the server (it exits, writing a --cpu-prof profile if asked) and Redis. */
+  stop(): Promise<void>
+}
+
+/**
+ * Reads `<case> [seconds]` from the command line and starts that case, with `accounts` accounts
+ * opened first and `execArgv` added to the server's Node options.
+ */
+export async function startOneCase(accounts: number, execArgv: readonly string[] = []) {
+  const kind = process.argv[2] ?? 'creditgate-header'
+  const seconds = Number(process.argv[3] ?? 6)
+  if (!isCase(kind)) throw new Error(`unknown case ${kind}`)
+  const redis = await startRedis()
+  const client = new Redis(redis.url)
+  await openBenchAccounts(client, accounts)
+  const port = await freePort()
+  const child = fork(join('bench', 'server.ts'), [kind, String(port), redis.url], {
+    execArgv: ['--import', 'tsx', ...execArgv],
+  })
+  await new Promise((resolve) => child.once('message', resolve))
+  let i = 0
+  const one: OneCase = {
+    kind,
+    seconds,
+    redis,
+    client,
+    child,
+    load: (duration = seconds) =>
+      autocannon({
+        url: `http://127.0.0.1:${port}`,
+        connections: 64,
+        duration,
+        requests: [
+          {
+            setupRequest: (r) => ({
+              ...r,
+              path: '/quote',
+              headers: { 'x-account-id': `acct-${i++ % accounts}` },
+            }),
+          },
+        ],
+      }),
+    stop: async () => {
+      child.send('stop')
+      await new Promise((resolve) => child.once('exit', resolve))
+      await client.quit()
+      await redis.stop()
+    },
+  }
+  return one
+}
