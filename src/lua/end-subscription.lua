@@ -19,13 +19,11 @@
         | {'NO_ACCOUNT'}
         | {'INVALID', code, reason}
 ]]
-C.now = clock(ARGV[1])
-local atArg = ARGV[2]
-local doneTtl = uint(ARGV[3])
-local historyMax = uint(ARGV[4])
-if not C.now then
-  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'now')
+local refused = startAccount(KEYS, ARGV[1], ARGV[3], ARGV[4])
+if refused then
+  return refused
 end
+local atArg = ARGV[2]
 local endAt = C.now
 if atArg ~= '' then
   endAt = uint(atArg)
@@ -35,10 +33,6 @@ if atArg ~= '' then
   if endAt < C.now then
     endAt = C.now
   end
-end
-local refused = bindAccount(doneTtl, historyMax)
-if refused then
-  return refused
 end
 
 local A = load()

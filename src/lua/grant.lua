@@ -23,17 +23,15 @@
         | {'NO_ACCOUNT'}
         | {'INVALID', code, reason}
 ]]
-C.now = clock(ARGV[1])
+local refused = startAccount(KEYS, ARGV[1], ARGV[7], ARGV[8])
+if refused then
+  return refused
+end
 local amount = uint(ARGV[2])
 local source = ARGV[3]
 local expiresAt = uint(ARGV[4])
 local key = ARGV[5]
 local kind = ARGV[6]
-local doneTtl = uint(ARGV[7])
-local historyMax = uint(ARGV[8])
-if not C.now then
-  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'now')
-end
 if not amount or amount < 1 then
   return invalid('ERR_CREDIT_INVALID_AMOUNT', 'amount')
 end
@@ -49,10 +47,6 @@ if #key < 1 or #key > 1024 then
 end
 if kind ~= 'grant' and kind ~= 'adjust' then
   return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'kind')
-end
-local refused = bindAccount(doneTtl, historyMax)
-if refused then
-  return refused
 end
 local idempotency = KEYS[5]
 

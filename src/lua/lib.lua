@@ -111,16 +111,23 @@ local SUB = 'subscription'
 -- catches up over its next calls instead of in one long script.
 local MAX_REFRESHES = 600
 
--- Binds what every account script takes first: KEYS[1..4] (account, holds, deadlines,
--- history) and its limits. Returns an INVALID reply for bad limits, nil when all is well.
-local function bindAccount(doneTtl, historyMax)
+-- Starts an account script: reads the clock into C.now and binds keys[1..4] (account, holds,
+-- deadlines, history) with the limits from their ARGV strings. `keys` is the script's KEYS, or
+-- one operation's in a batch. Returns an INVALID reply for a bad argument, nil when all is well.
+local function startAccount(keys, nowArg, doneTtlArg, historyMaxArg)
+  C.now = clock(nowArg)
+  if not C.now then
+    return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'now')
+  end
+  local doneTtl = uint(doneTtlArg)
+  local historyMax = uint(historyMaxArg)
   if not doneTtl or not historyMax or historyMax < 1 then
     return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'doneTtl or historyMax')
   end
-  C.account = KEYS[1]
-  C.holds = KEYS[2]
-  C.deadlines = KEYS[3]
-  C.history = KEYS[4]
+  C.account = keys[1]
+  C.holds = keys[2]
+  C.deadlines = keys[3]
+  C.history = keys[4]
   C.doneTtl = doneTtl
   C.historyMax = historyMax
   return nil

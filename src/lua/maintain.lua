@@ -21,13 +21,7 @@
         | {'NO_ACCOUNT'}
         | {'INVALID', code, reason}
 ]]
-C.now = clock(ARGV[1])
-local doneTtl = uint(ARGV[2])
-local historyMax = uint(ARGV[3])
-if not C.now then
-  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'now')
-end
-local refused = bindAccount(doneTtl, historyMax)
+local refused = startAccount(KEYS, ARGV[1], ARGV[2], ARGV[3])
 if refused then
   return refused
 end

@@ -28,7 +28,10 @@
         | {'INVALID', code, reason}
   Amounts are milli-credits as decimal strings.
 ]]
-C.now = clock(ARGV[1])
+local refused = startAccount(KEYS, ARGV[1], ARGV[11], ARGV[12])
+if refused then
+  return refused
+end
 local nonce = ARGV[2]
 local cost = uint(ARGV[3])
 local holdMs = uint(ARGV[4])
@@ -38,19 +41,14 @@ local openType = ARGV[7]
 local openFlags = ARGV[8]
 local openSignup = uint(ARGV[9])
 local openTtl = uint(ARGV[10])
-local doneTtl = uint(ARGV[11])
-local historyMax = uint(ARGV[12])
-if not C.now then
-  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'now')
-end
 if not validNonce(nonce) then
   return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'nonce')
 end
 if not cost then
   return invalid('ERR_CREDIT_INVALID_AMOUNT', 'cost')
 end
-if not holdMs or holdMs < 1 or not doneTtl or not historyMax or historyMax < 1 then
-  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'holdMs, doneTtl or historyMax')
+if not holdMs or holdMs < 1 then
+  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'holdMs')
 end
 if #endpoint < 1 or #endpoint > 512 or string.find(endpoint, '|', 1, true) then
   return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'endpoint')
@@ -61,12 +59,6 @@ end
 if openType ~= '' and (not validType(openType) or not string.match(openFlags, '^[un]*$') or not openSignup or not openTtl) then
   return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'openType')
 end
-C.account = KEYS[1]
-C.holds = KEYS[2]
-C.deadlines = KEYS[3]
-C.history = KEYS[4]
-C.doneTtl = doneTtl
-C.historyMax = historyMax
 
 local A = load()
 local created = '0'

@@ -30,16 +30,14 @@
         | {'NO_ACCOUNT'}
         | {'INVALID', code, reason}
 ]]
-C.now = clock(ARGV[1])
+local refused = startAccount(KEYS, ARGV[1], ARGV[5], ARGV[6])
+if refused then
+  return refused
+end
 local nonce = ARGV[2]
 local mode = ARGV[3]
 local actualArg = ARGV[4]
-local doneTtl = uint(ARGV[5])
-local historyMax = uint(ARGV[6])
 local actual = nil
-if not C.now then
-  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'now')
-end
 if not validNonce(nonce) then
   return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'nonce')
 end
@@ -51,9 +49,6 @@ if actualArg ~= '' then
   if not actual then
     return invalid('ERR_CREDIT_INVALID_AMOUNT', 'actual')
   end
-end
-if not doneTtl or not historyMax or historyMax < 1 then
-  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'doneTtl or historyMax')
 end
 local latency = nil
 if ARGV[7] ~= '' then
@@ -67,12 +62,6 @@ if not usageRetention(ARGV[8], ARGV[9], ARGV[10]) then
 end
 U.usage = KEYS[6]
 U.index = KEYS[7]
-C.account = KEYS[1]
-C.holds = KEYS[2]
-C.deadlines = KEYS[3]
-C.history = KEYS[4]
-C.doneTtl = doneTtl
-C.historyMax = historyMax
 
 local STATES = { C = 'COMMITTED', R = 'RELEASED', E = 'EXPIRED', V = 'VOID' }
 

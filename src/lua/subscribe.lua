@@ -38,18 +38,16 @@
         | {'NO_ACCOUNT'}
         | {'INVALID', code, reason}
 ]]
-C.now = clock(ARGV[1])
+local refused = startAccount(KEYS, ARGV[1], ARGV[7], ARGV[8])
+if refused then
+  return refused
+end
 local plan = ARGV[2]
 local monthly = uint(ARGV[3])
 local rollover = ARGV[4]
 local startsArg = ARGV[5]
 local key = ARGV[6]
-local doneTtl = uint(ARGV[7])
-local historyMax = uint(ARGV[8])
 local startsAt = nil
-if not C.now then
-  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'now')
-end
 if not validSource(plan) then
   return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'plan')
 end
@@ -68,10 +66,6 @@ end
 -- 1024 bytes: TypeScript admits 256 UTF-16 units, which are at most 768 bytes of UTF-8.
 if #key < 1 or #key > 1024 then
   return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'idempotencyKey')
-end
-local refused = bindAccount(doneTtl, historyMax)
-if refused then
-  return refused
 end
 local idempotency = KEYS[5]
 

@@ -21,15 +21,13 @@
         | {'NO_ACCOUNT'}
         | {'INVALID', code, reason}
 ]]
-C.now = clock(ARGV[1])
+local refused = startAccount(KEYS, ARGV[1], ARGV[4], ARGV[5])
+if refused then
+  return refused
+end
 local beforeArg = ARGV[2]
 local limit = uint(ARGV[3])
-local doneTtl = uint(ARGV[4])
-local historyMax = uint(ARGV[5])
 local before = nil
-if not C.now then
-  return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'now')
-end
 if beforeArg ~= '' then
   before = uint(beforeArg)
   if not before then
@@ -38,10 +36,6 @@ if beforeArg ~= '' then
 end
 if not limit or limit < 1 or limit > 1000 then
   return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'limit')
-end
-local refused = bindAccount(doneTtl, historyMax)
-if refused then
-  return refused
 end
 
 local A = loadCurrent()
