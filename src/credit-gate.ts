@@ -20,7 +20,7 @@ import {
 } from './credit-gate-options.js'
 import { CreditStoreError, isCreditError } from './errors.js'
 import type { Identity, IdentityRejection } from './identity/types.js'
-import { sendJson } from './http.js'
+import { sendJson, sendUnavailable } from './http.js'
 import { INVALID_ACCOUNT, authenticateHeader, classifyIdentity } from './identity/answer.js'
 import { checkAccountId } from './ledger/keys.js'
 import type { HoldGranted, ReserveResult, SettleResult } from './ledger/types.js'
@@ -584,18 +584,7 @@ class GatedCall {
       this.#next()
       return
     }
-    const seconds = config.retryAfterSeconds
-    sendJson(
-      this.#res,
-      503,
-      {
-        success: false,
-        error: 'ledger_unavailable',
-        message: 'Credit ledger unavailable',
-        detail: `The credit ledger could not be reached; retry in ${seconds} seconds`,
-      },
-      { 'Retry-After': String(seconds) },
-    )
+    sendUnavailable(this.#res, config.retryAfterSeconds)
   }
 
   #charged(

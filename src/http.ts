@@ -20,3 +20,18 @@ export function sendJson(
   res.setHeader('Content-Length', Buffer.byteLength(json))
   res.end(json)
 }
+
+/** The 503 of an unreachable ledger, the same from the gate and from `creditRoutes`. */
+export function sendUnavailable(res: ServerResponse, retryAfterSeconds: number): void {
+  sendJson(
+    res,
+    503,
+    {
+      success: false,
+      error: 'ledger_unavailable',
+      message: 'Credit ledger unavailable',
+      detail: `The credit ledger could not be reached; retry in ${retryAfterSeconds} seconds`,
+    },
+    { 'Retry-After': String(retryAfterSeconds) },
+  )
+}

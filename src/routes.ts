@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { describe } from './amount.js'
 import { CreditConfigError, isCreditError } from './errors.js'
 import type { IdentifyFunction } from './identity/types.js'
-import { sendJson } from './http.js'
+import { sendJson, sendUnavailable } from './http.js'
 import {
   INVALID_ACCOUNT,
   authenticateHeader,
@@ -353,18 +353,7 @@ async function answer(
         detail: detailOf(error),
       })
     } else if (isCreditError(error) && error.code === 'ERR_CREDIT_STORE_UNAVAILABLE') {
-      const seconds = config.retryAfterSeconds
-      sendJson(
-        res,
-        503,
-        {
-          success: false,
-          error: 'ledger_unavailable',
-          message: 'Credit ledger unavailable',
-          detail: `The credit ledger could not be reached; retry in ${seconds} seconds`,
-        },
-        { 'Retry-After': String(seconds) },
-      )
+      sendUnavailable(res, config.retryAfterSeconds)
     } else {
       next(error) // a bug or a broken reply: the host's error handler decides
     }
