@@ -15,8 +15,9 @@
 local HOUR_MS = 3600000.0
 local GRANULARITIES = { 'h', 'd', 'm' }
 
--- Context of usage: keys and retention (ms per granularity), set by the operation.
-local U = { usage = '', index = '', keep = { h = 0.0, d = 0.0, m = 0.0 } }
+-- Context of usage: keys and retention (ms per granularity), set by the operation; `prefix`
+-- holds the names' starts of the periods containing `prefixAt`.
+local U = { usage = '', index = '', keep = { h = 0.0, d = 0.0, m = 0.0 }, prefix = {}, prefixAt = -1 }
 
 local function periodOf(g, t)
   if g == 'h' then
@@ -63,10 +64,15 @@ end
 -- Counts one call at C.now for `endpoint` in its hour, day and month: `credits` charged
 -- (milli-credits), `refunded` 1 for a released call, `latency` ms or nil when not reported.
 local function addUsage(endpoint, credits, refunded, latency)
-  local names = {}
-  for i, g in ipairs(GRANULARITIES) do
-    names[i] = g .. pad16(periodOf(g, C.now)) .. ':' .. endpoint
+  -- The periods' names start the same for every call of a run (TIME is read once a run).
+  if U.prefixAt ~= C.now then
+    U.prefixAt = C.now
+    for i, g in ipairs(GRANULARITIES) do
+      U.prefix[i] = g .. pad16(periodOf(g, C.now)) .. ':'
+    end
   end
+  local P = U.prefix
+  local names = { P[1] .. endpoint, P[2] .. endpoint, P[3] .. endpoint }
   local old = redis.call('HMGET', U.usage, names[1], names[2], names[3])
   local hset = {}
   local zadd = {}

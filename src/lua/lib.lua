@@ -29,8 +29,21 @@ if _VERSION ~= 'Lua 5.1' then
   INT_FORMAT = '%.0f'
 end
 
+-- Numbers printed in this script run. Printing is the costliest step left in the scripts (a
+-- string.format costs Redis as much as an HGET), and a run prints the same few numbers again
+-- and again: its clock, deadlines, prices, and in a batch the same ones for every operation.
+local printed = {}
+
 local function F(n)
-  return string.format(INT_FORMAT, n)
+  local s = printed[n]
+  if not s then
+    s = string.format(INT_FORMAT, n)
+    -- 0 and -0 are one table key; '%.0f' prints the second '-0'. NaN is no key at all.
+    if n == n and n ~= 0 then
+      printed[n] = s
+    end
+  end
+  return s
 end
 
 -- A decimal string of 1 to 16 digits that is at most 2^53 - 1, as a float; nil otherwise.
