@@ -119,10 +119,16 @@ export class GateEmitter {
     this.#emitter.off(event, listener)
   }
 
-  /** Calls the listeners of `event` with the payload `build` makes, built only when one listens. */
-  emit<E extends keyof CreditGateEvents>(event: E, build: () => CreditGateEvents[E]): void {
-    if (this.#emitter.listenerCount(event) === 0) return
-    const payload = build()
+  /**
+   * Whether `event` has a listener. The gate asks before it builds a payload, so that an event
+   * nobody listens to costs no allocation.
+   */
+  listening(event: keyof CreditGateEvents): boolean {
+    return this.#emitter.listenerCount(event) !== 0
+  }
+
+  /** Calls the listeners of `event` with `payload`. */
+  emit<E extends keyof CreditGateEvents>(event: E, payload: CreditGateEvents[E]): void {
     // rawListeners is a copy that keeps `once` wrappers, which remove themselves when called.
     for (const listener of this.#emitter.rawListeners(event)) {
       try {

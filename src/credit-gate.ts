@@ -18,13 +18,14 @@ import {
   type RouteConfig,
   type RouteOptions,
 } from './credit-gate-options.js'
+import { DeadlineQueue, Waiter } from './deadline-queue.js'
 import { CreditStoreError, isCreditError } from './errors.js'
 import type { Identity, IdentityRejection } from './identity/types.js'
 import { sendJson, sendUnavailable } from './http.js'
 import { INVALID_ACCOUNT, authenticateHeader, classifyIdentity } from './identity/answer.js'
 import { checkAccountId } from './ledger/keys.js'
-import type { HoldGranted, ReserveResult, SettleResult } from './ledger/types.js'
-import { attachCreditInfo, chargeMilli, remainingMilli, type CreditState } from './request-state.js'
+import type { CommitOptions, HoldGranted, ReserveResult, SettleResult } from './ledger/types.js'
+import { attachCreditInfo, setCreditHeaders, type CreditState } from './request-state.js'
 
 /** Express's `next`, or any connect-style continuation. */
 export type NextFunction = (error?: unknown) => void
@@ -84,24 +85,6 @@ interface UsageRecorder {
   ) => unknown
 }
 
-type ReserveOutcome =
-  | { readonly kind: 'result'; readonly result: ReserveResult }
-  | { readonly kind: 'error'; readonly error: unknown }
-
-/**
- * Calls a ledger method, turning a synchronous throw (a hand-written ledger) into a rejection.
- * The call itself is made synchronously: nothing is delayed.
- */
-function invoke<R>(call: () => Promise<R>): Promise<R> {
-  try {
-    // Promise.resolve returns a native promise as it is: no extra tick, no extra allocation.
-    return Promise.resolve(call())
-  } catch (error) {
-    // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- passed on as thrown
-    return Promise.reject(error)
-  }
-}
-
 const isThenable = (value: unknown): value is PromiseLike<unknown> =>
   typeof (value as { then?: unknown } | null | undefined)?.then === 'function'
 
@@ -144,18 +127,34 @@ function endpointOf(req: IncomingMessage, route: RouteConfig): string {
 
 const milli = (credits: number): number => Math.round(credits * 1000)
 
-/** The shared state of one gate: its config and its events. */
+/** The shared state of one gate: its config, its events and the deadlines of its reserves. */
 interface Gate {
   readonly config: GateConfig
   readonly events: GateEmitter
+  /** The reserves in flight, each bounded by `ledgerTimeoutMs`: one timer for all of them. */
+  readonly deadlines: DeadlineQueue
+}
+
+/** Reserve options as the gate builds them: only the keys it has a value for. */
+interface ReserveRequest {
+  endpoint: string
+  holdMs?: number
+  allowedTypes?: readonly string[]
+  openAs?: string
 }
 
 /**
  * One gated request, from identify to settlement. Every path ends in exactly one of: an answer
  * of the gate's own (401, 402, 403, 503), `next(err)`, or `next()` followed by exactly one
  * commit or release once the response ends.
+ *
+ * The flow is a chain of plain methods rather than one async function: `run` goes
+ * synchronously as far as the reserve, whose answer continues in `#reserved` (or
+ * `#reserveFailed`), unless the gate's {@link DeadlineQueue} calls `timedOut` first. That spares
+ * each request an async function's promise, a promise around the reserve and a timer of its
+ * own.
  */
-class GatedCall {
+class GatedCall extends Waiter {
   readonly #gate: Gate
   readonly #route: RouteConfig
   readonly #req: IncomingMessage
@@ -164,8 +163,15 @@ class GatedCall {
   #endpoint = '/'
   #accountId = ''
   #accountType: string | undefined
-  /** Set by the first of `finish` and `close`: whether the response finished, and when. */
-  #end: { readonly finished: boolean; readonly statusCode: number; readonly at: number } | undefined
+  /** The identity's claims, for the handler. */
+  #claims: Readonly<Record<string, unknown>> | undefined
+  /** This request's price, milli-credits. */
+  #priceMilli = 0
+  /** Set when the response closes: whether it had finished, with which status, and when. */
+  #closed = false
+  #finished = false
+  #closedStatus = 0
+  #closedAt = 0
   /** Set when the handler is started. */
   #handlerStart: number | undefined
   #state: CreditState | undefined
@@ -179,31 +185,34 @@ class GatedCall {
     res: ServerResponse,
     next: NextFunction,
   ) {
+    super()
     this.#gate = gate
     this.#route = route
     this.#req = req
     this.#res = res
     this.#next = next
-    // Before any await: a client that leaves during identify or the reserve must be seen.
+    // Before anything asynchronous: a client that leaves during identify or the reserve must
+    // be seen.
     // One listener: Node emits `close` on every response, right after `finish` when it
     // completed, alone when it did not (abort, error after headers), whatever
-    // `res.statusCode` reads (DESIGN §6).
-    res.once('close', this.#onClose)
+    // `res.statusCode` reads (DESIGN §6). `on` rather than `once`: a response closes once, and
+    // `once` would cost a wrapper and a removal per request; #onClose ignores any repeat.
+    res.on('close', this.#onClose)
   }
 
   readonly #onClose = (): void => {
+    if (this.#closed) return
     const res = this.#res
-    this.#end = {
-      finished: res.writableFinished,
-      statusCode: res.statusCode,
-      at: performance.now(),
-    }
+    this.#closed = true
+    this.#finished = res.writableFinished
+    this.#closedStatus = res.statusCode
+    this.#closedAt = performance.now()
     if (this.#handlerStart !== undefined) this.#settle()
   }
 
-  /** Whether the response already ended (a method, so that no narrowing survives an await). */
+  /** Whether the response already ended (a method, so that no narrowing survives a call). */
   #gone(): boolean {
-    return this.#end !== undefined
+    return this.#closed
   }
 
   /** Routes an error to Express, once, and only while the handler has not been reached. */
@@ -219,68 +228,65 @@ class GatedCall {
     this.#next(error)
   }
 
-  async run(): Promise<void> {
-    const { config } = this.#gate
-    this.#endpoint = endpointOf(this.#req, this.#route)
-    const identified = config.identify(this.#req)
-    // No await when identify answers synchronously: the reserve is sent in this same tick.
-    const who = classifyIdentity(isThenable(identified) ? await identified : identified)
-    if (this.#gone()) return // the client left: nothing to answer, nothing reserved
-    if (who.kind === 'none') {
-      this.#unauthorized('Authentication required', `Send credentials (${config.challenge})`)
-      return
-    }
-    if (who.kind === 'rejected') {
-      this.#unauthorized('Invalid credentials', who.rejection.description, who.rejection)
-      return
-    }
-    const { identity } = who
+  /** Starts the call. Never throws: every failure goes to {@link GatedCall.fail}. */
+  run(): void {
+    let identified: unknown
     try {
-      this.#accountId = checkAccountId(identity.accountId)
-    } catch {
-      this.#unauthorized('Invalid credentials', INVALID_ACCOUNT.description, INVALID_ACCOUNT)
+      this.#endpoint = endpointOf(this.#req, this.#route)
+      identified = this.#gate.config.identify(this.#req)
+      if (isThenable(identified)) {
+        Promise.resolve(identified).then(
+          (result) => {
+            this.#identified(result)
+          },
+          (error: unknown) => {
+            this.fail(error)
+          },
+        )
+        return
+      }
+    } catch (error) {
+      this.fail(error)
       return
     }
-    this.#accountType = typeof identity.accountType === 'string' ? identity.accountType : undefined
-    const price = this.#price()
-    const allowedTypes = config.allowedTypes.get(this.#route.tier)
-    if (price === 0 && allowedTypes === undefined) {
-      // A free call that every account type may make: no round trip before the handler.
-      this.#start(identity, price, undefined)
-      return
-    }
-    const outcome = await this.#reserve(price, allowedTypes, this.#openAs(identity))
-    if (this.#gone()) {
-      // The response closed while the reserve was in flight: give the hold back at once.
-      if (outcome.kind === 'result' && outcome.result.status === 'held')
-        this.#releaseAbandoned(outcome.result, 'aborted')
-      return
-    }
-    if (outcome.kind === 'error') {
-      this.#unavailable(identity, price, outcome.error)
-      return
-    }
-    const { result } = outcome
-    switch (result.status) {
-      case 'held':
-        this.#accountType = result.accountType
-        this.#start(identity, price, result)
+    // A synchronous identify: the reserve is sent in this same tick.
+    this.#identified(identified)
+  }
+
+  /** Identify answered: 401, a free call's handler, or the reserve. */
+  #identified(identified: unknown): void {
+    try {
+      const { config } = this.#gate
+      const who = classifyIdentity(identified)
+      if (this.#gone()) return // the client left: nothing to answer, nothing reserved
+      if (who.kind === 'none') {
+        this.#unauthorized('Authentication required', `Send credentials (${config.challenge})`)
         return
-      case 'insufficient':
-        this.#accountType = result.accountType
-        this.#insufficient(result.required, result.available)
+      }
+      if (who.kind === 'rejected') {
+        this.#unauthorized('Invalid credentials', who.rejection.description, who.rejection)
         return
-      case 'forbidden':
-        this.#accountType = result.accountType
-        this.#forbidden()
+      }
+      const { identity } = who
+      try {
+        this.#accountId = checkAccountId(identity.accountId)
+      } catch {
+        this.#unauthorized('Invalid credentials', INVALID_ACCOUNT.description, INVALID_ACCOUNT)
         return
-      case 'no_account':
-        this.#unauthorized('Unknown account', 'No credit account exists for this identity', {
-          rejected: true,
-          error: 'invalid_token',
-          description: 'No credit account exists for this identity',
-        })
+      }
+      this.#accountType =
+        typeof identity.accountType === 'string' ? identity.accountType : undefined
+      this.#claims = identity.claims
+      this.#priceMilli = this.#price()
+      const allowedTypes = config.allowedTypes.get(this.#route.tier)
+      if (this.#priceMilli === 0 && allowedTypes === undefined) {
+        // A free call that every account type may make: no round trip before the handler.
+        this.#start(undefined)
         return
+      }
+      this.#reserve(allowedTypes, this.#openAs(identity))
+    } catch (error) {
+      this.fail(error)
     }
   }
 
@@ -299,136 +305,178 @@ class GatedCall {
     return typeof type === 'string' ? type : undefined
   }
 
-  /** The reserve, bounded by `ledgerTimeoutMs`. A hold granted after the deadline is released. */
-  #reserve(
-    priceMilli: number,
-    allowedTypes: readonly string[] | undefined,
-    openAs: string | undefined,
-  ): Promise<ReserveOutcome> {
-    const { config } = this.#gate
-    return new Promise<ReserveOutcome>((resolve) => {
-      let late = false
-      const timer = setTimeout(() => {
-        late = true
-        resolve({
-          kind: 'error',
-          error: new CreditStoreError(
-            'ERR_CREDIT_STORE_UNAVAILABLE',
-            `the ledger did not answer the reserve within ledgerTimeoutMs (${config.ledgerTimeoutMs} ms)`,
-          ),
-        })
-      }, config.ledgerTimeoutMs)
-      const reserving = invoke(() =>
-        config.ledger.reserve(this.#accountId, fromMilli(priceMilli), {
-          endpoint: this.#endpoint,
-          ...(config.holdMs === undefined ? {} : { holdMs: config.holdMs }),
-          ...(allowedTypes === undefined ? {} : { allowedTypes }),
-          ...(openAs === undefined ? {} : { openAs }),
-        }),
+  /**
+   * Sends the reserve, bounded by `ledgerTimeoutMs`: its answer continues in `#reserved` or
+   * `#reserveFailed`, unless the gate's deadlines call `timedOut` first. A hold granted after
+   * the deadline is released; a failure after it is ignored.
+   */
+  #reserve(allowedTypes: readonly string[] | undefined, openAs: string | undefined): void {
+    const { config, deadlines } = this.#gate
+    const options: ReserveRequest = { endpoint: this.#endpoint }
+    if (config.holdMs !== undefined) options.holdMs = config.holdMs
+    if (allowedTypes !== undefined) options.allowedTypes = allowedTypes
+    if (openAs !== undefined) options.openAs = openAs
+    deadlines.add(this)
+    let reserving: Promise<ReserveResult>
+    try {
+      // Promise.resolve returns a native promise as it is: no extra tick, no extra allocation.
+      reserving = Promise.resolve(
+        config.ledger.reserve(this.#accountId, fromMilli(this.#priceMilli), options),
       )
-      reserving.then(
-        (result) => {
-          clearTimeout(timer)
-          if (!late) resolve({ kind: 'result', result })
-          else if (result.status === 'held') this.#releaseAbandoned(result, 'error')
-        },
-        (error: unknown) => {
-          clearTimeout(timer)
-          // After the deadline the caller already had its answer; a hold, if the script ran
-          // without its reply reaching us, expires after holdMs uncharged.
-          if (!late) resolve({ kind: 'error', error })
-        },
+    } catch (error) {
+      // A hand-written ledger that throws: answered like a rejection.
+      // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- passed on as thrown
+      reserving = Promise.reject(error)
+    }
+    reserving.then(
+      (result) => {
+        this.#reserved(result)
+      },
+      (error: unknown) => {
+        this.#reserveFailed(error)
+      },
+    )
+  }
+
+  /**
+   * The ledger did not answer the reserve within `ledgerTimeoutMs`: the caller gets the answer of
+   * an unreachable ledger. Called by the gate's {@link DeadlineQueue}.
+   */
+  override timedOut(): void {
+    if (this.#gone()) return // the client left: nothing to answer; a late hold is released
+    const { ledgerTimeoutMs } = this.#gate.config
+    try {
+      this.#unavailable(
+        new CreditStoreError(
+          'ERR_CREDIT_STORE_UNAVAILABLE',
+          `the ledger did not answer the reserve within ledgerTimeoutMs (${ledgerTimeoutMs} ms)`,
+        ),
       )
-    })
+    } catch (error) {
+      this.fail(error)
+    }
+  }
+
+  #reserved(result: ReserveResult): void {
+    if (!this.#gate.deadlines.delete(this)) {
+      // After the deadline: the caller already had its answer, so the hold goes back.
+      if (result.status === 'held') this.#releaseAbandoned(result, 'error')
+      return
+    }
+    if (this.#gone()) {
+      // The response closed while the reserve was in flight: give the hold back at once.
+      if (result.status === 'held') this.#releaseAbandoned(result, 'aborted')
+      return
+    }
+    try {
+      switch (result.status) {
+        case 'held':
+          this.#accountType = result.accountType
+          this.#start(result)
+          return
+        case 'insufficient':
+          this.#accountType = result.accountType
+          this.#insufficient(result.required, result.available)
+          return
+        case 'forbidden':
+          this.#accountType = result.accountType
+          this.#forbidden()
+          return
+        case 'no_account':
+          this.#unauthorized('Unknown account', 'No credit account exists for this identity', {
+            rejected: true,
+            error: 'invalid_token',
+            description: 'No credit account exists for this identity',
+          })
+          return
+      }
+    } catch (error) {
+      this.fail(error)
+    }
+  }
+
+  #reserveFailed(error: unknown): void {
+    // After the deadline the caller already had its answer; a hold, if the script ran without
+    // its reply reaching us, expires after holdMs uncharged.
+    if (!this.#gate.deadlines.delete(this)) return
+    if (this.#gone()) return
+    try {
+      this.#unavailable(error)
+    } catch (failure) {
+      this.fail(failure)
+    }
   }
 
   /** Runs the handler: headers and credit info first, then `next()`. */
-  #start(identity: Identity, priceMilli: number, hold: HoldGranted | undefined): void {
+  #start(hold: HoldGranted | undefined): void {
     const res = this.#res
     const state: CreditState = {
       accountId: this.#accountId,
       accountType: this.#accountType,
       tier: this.#route.tier,
-      priceMilli,
+      priceMilli: this.#priceMilli,
       heldMilli: hold === undefined ? 0 : milli(hold.held),
       remainingMilli: hold === undefined || hold.unlimited ? null : milli(hold.available),
       holdId: hold?.holdId,
       unlimited: hold?.unlimited ?? false,
-      claims: identity.claims,
+      claims: this.#claims,
       actualMilli: undefined,
       settled: false,
-      onCostChange: () => {
-        if (!res.headersSent) this.#creditHeaders(state)
-      },
+      res,
     }
     this.#state = state
     attachCreditInfo(this.#req, state)
-    this.#creditHeaders(state)
+    setCreditHeaders(res, state)
     this.#handlerStart = performance.now()
     this.#nextCalled = true
     this.#next()
   }
 
-  #creditHeaders(state: CreditState): void {
-    this.#res.setHeader('X-Credits-Cost', String(fromMilli(chargeMilli(state))))
-    const remaining = remainingMilli(state)
-    if (state.unlimited) this.#res.setHeader('X-Credits-Remaining', 'unlimited')
-    else if (remaining !== null)
-      this.#res.setHeader('X-Credits-Remaining', String(fromMilli(remaining)))
-  }
-
   /** Once the handler ran and the response ended: commit, release, or record a free call. */
   #settle(): void {
     const state = this.#state
-    const end = this.#end
-    if (this.#settled || end === undefined || this.#handlerStart === undefined) return
+    if (this.#settled || !this.#closed || this.#handlerStart === undefined) return
     this.#settled = true
-    const latencyMs = Math.max(0, Math.round(end.at - this.#handlerStart))
+    const latencyMs = Math.max(0, Math.round(this.#closedAt - this.#handlerStart))
     if (state === undefined) return // unmetered (failOpen): nothing to settle
     state.settled = true
     if (state.holdId === undefined) {
       this.#recordFreeUsage(latencyMs)
       return
     }
+    const finished = this.#finished
+    const statusCode = this.#closedStatus
     let charge = false
-    let reason: RefundReason = end.finished ? 'status' : 'aborted'
-    if (end.finished) {
+    let reason: RefundReason = finished ? 'status' : 'aborted'
+    if (finished) {
       try {
-        charge = this.#gate.config.chargeWhen(end.statusCode)
+        charge = this.#gate.config.chargeWhen(statusCode)
       } catch {
         reason = 'error' // unsure whether to charge: do not
       }
     }
     if (charge) {
-      this.#commit(state.holdId, state, end.statusCode, latencyMs)
+      this.#commit(state.holdId, state, statusCode, latencyMs)
     } else {
-      this.#release(state.holdId, reason, end.finished ? end.statusCode : null, latencyMs)
+      this.#release(state.holdId, reason, finished ? statusCode : null, latencyMs)
     }
   }
 
   #commit(holdId: string, state: CreditState, statusCode: number, latencyMs: number): void {
-    const { config } = this.#gate
-    const options = {
-      latencyMs,
-      ...(state.actualMilli === undefined ? {} : { actualCost: fromMilli(state.actualMilli) }),
-    }
-    this.#retrying(
-      'commit',
-      holdId,
-      () => config.ledger.commit(holdId, options),
-      (result) => {
-        if (result.outcome !== 'committed') {
-          this.#refunded(
-            holdId,
-            result.outcome === 'expired' ? 'expired' : 'error',
-            statusCode,
-            result,
-          )
-          return
-        }
-        this.#charged(holdId, state, statusCode, latencyMs, result)
-      },
-    )
+    const options: { latencyMs: number; actualCost?: number } = { latencyMs }
+    if (state.actualMilli !== undefined) options.actualCost = fromMilli(state.actualMilli)
+    this.#retrying('commit', holdId, options, (result) => {
+      if (result.outcome !== 'committed') {
+        this.#refunded(
+          holdId,
+          result.outcome === 'expired' ? 'expired' : 'error',
+          statusCode,
+          result,
+        )
+        return
+      }
+      this.#charged(holdId, state, statusCode, latencyMs, result)
+    })
   }
 
   #release(
@@ -437,21 +485,10 @@ class GatedCall {
     statusCode: number | null,
     latencyMs: number | undefined,
   ): void {
-    const { config } = this.#gate
     const options = latencyMs === undefined ? {} : { latencyMs }
-    this.#retrying(
-      'release',
-      holdId,
-      () => config.ledger.release(holdId, options),
-      (result) => {
-        this.#refunded(
-          holdId,
-          result.outcome === 'expired' ? 'expired' : reason,
-          statusCode,
-          result,
-        )
-      },
-    )
+    this.#retrying('release', holdId, options, (result) => {
+      this.#refunded(holdId, result.outcome === 'expired' ? 'expired' : reason, statusCode, result)
+    })
   }
 
   /** A hold whose call was given up (client gone, or the reserve answered too late). */
@@ -463,29 +500,41 @@ class GatedCall {
   /**
    * Sends a commit or release, again after a store error: both are idempotent by hold id, so a
    * resend whose first attempt did run changes nothing. A hold never settled expires uncharged.
+   *
+   * @param options - the commit's or the release's options, the same on every send
+   * @param attempt - 0 for the first send, n for the n-th resend
    */
   #retrying(
     phase: 'commit' | 'release',
     holdId: string,
-    call: () => Promise<SettleResult>,
+    options: CommitOptions,
     done: (result: SettleResult) => void,
+    attempt = 0,
   ): void {
-    const attempt = (n: number): void => {
-      invoke(call).then(done, (error: unknown) => {
-        const delay = SETTLE_RETRY_MS[n]
-        // Only an unreachable store is worth a resend; a refusal would be refused again.
-        const willRetry =
-          delay !== undefined &&
-          (!isCreditError(error) || error.code === 'ERR_CREDIT_STORE_UNAVAILABLE')
-        this.#ledgerError(error, phase, holdId, willRetry)
-        if (willRetry) {
-          setTimeout(() => {
-            attempt(n + 1)
-          }, delay).unref()
-        }
-      })
+    const { ledger } = this.#gate.config
+    let sending: Promise<SettleResult>
+    try {
+      // Promise.resolve returns a native promise as it is: no extra tick, no extra allocation.
+      sending = Promise.resolve(
+        phase === 'commit' ? ledger.commit(holdId, options) : ledger.release(holdId, options),
+      )
+    } catch (error) {
+      // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- passed on as thrown
+      sending = Promise.reject(error)
     }
-    attempt(0)
+    sending.then(done, (error: unknown) => {
+      const delay = SETTLE_RETRY_MS[attempt]
+      // Only an unreachable store is worth a resend; a refusal would be refused again.
+      const willRetry =
+        delay !== undefined &&
+        (!isCreditError(error) || error.code === 'ERR_CREDIT_STORE_UNAVAILABLE')
+      this.#ledgerError(error, phase, holdId, willRetry)
+      if (willRetry) {
+        setTimeout(() => {
+          this.#retrying(phase, holdId, options, done, attempt + 1)
+        }, delay).unref()
+      }
+    })
   }
 
   #recordFreeUsage(latencyMs: number): void {
@@ -512,6 +561,7 @@ class GatedCall {
   }
 
   // --- answers and events ----------------------------------------------------------------
+  // Each event's payload is built only when the event has a listener.
 
   #call(): { accountId: string; accountType: string | undefined; tier: string; endpoint: string } {
     return {
@@ -540,7 +590,8 @@ class GatedCall {
       message: 'Tier not allowed',
       detail: `A ${type} account may not call the ${this.#route.tier} tier`,
     })
-    this.#gate.events.emit('forbidden', () => this.#call())
+    const { events } = this.#gate
+    if (events.listening('forbidden')) events.emit('forbidden', this.#call())
   }
 
   #insufficient(required: number, available: number): void {
@@ -552,10 +603,13 @@ class GatedCall {
       required,
       balance: available,
     })
-    this.#gate.events.emit('insufficient', () => ({ ...this.#call(), required, available }))
+    const { events } = this.#gate
+    if (events.listening('insufficient')) {
+      events.emit('insufficient', { ...this.#call(), required, available })
+    }
   }
 
-  #unavailable(identity: Identity, price: number, error: unknown): void {
+  #unavailable(error: unknown): void {
     if (!this.#isOutage(error)) {
       this.fail(error) // a bad argument or set-up, not an outage: the host's error handler
       return
@@ -563,22 +617,22 @@ class GatedCall {
     const { config, events } = this.#gate
     this.#ledgerError(error, 'reserve', undefined, false)
     if (config.failOpen) {
-      events.emit('unmetered', () => ({ ...this.#call(), error }))
+      if (events.listening('unmetered')) events.emit('unmetered', { ...this.#call(), error })
       this.#handlerStart = performance.now()
       // The handler still learns who called; nothing is held, so nothing will be settled.
       attachCreditInfo(this.#req, {
         accountId: this.#accountId,
         accountType: this.#accountType,
         tier: this.#route.tier,
-        priceMilli: price,
+        priceMilli: this.#priceMilli,
         heldMilli: 0,
         remainingMilli: null,
         holdId: undefined,
         unlimited: false,
-        claims: identity.claims,
+        claims: this.#claims,
         actualMilli: undefined,
         settled: false,
-        onCostChange: () => undefined,
+        res: undefined,
       })
       this.#nextCalled = true
       this.#next()
@@ -595,27 +649,29 @@ class GatedCall {
     result: SettleResult,
   ): void {
     const { config, events } = this.#gate
-    events.emit('charged', () => ({
-      ...this.#call(),
-      holdId,
-      cost: fromMilli(state.priceMilli),
-      charged: result.charged,
-      available: result.available,
-      balance: result.balance,
-      statusCode,
-      latencyMs,
-    }))
+    if (events.listening('charged')) {
+      events.emit('charged', {
+        ...this.#call(),
+        holdId,
+        cost: fromMilli(state.priceMilli),
+        charged: result.charged,
+        available: result.available,
+        balance: result.balance,
+        statusCode,
+        latencyMs,
+      })
+    }
     const threshold = config.lowBalanceThreshold
     if (threshold === undefined || state.unlimited) return
     const after = milli(result.available)
     const before = after + milli(result.charged)
-    if (before >= threshold && after < threshold) {
-      events.emit('lowBalance', () => ({
+    if (before >= threshold && after < threshold && events.listening('lowBalance')) {
+      events.emit('lowBalance', {
         accountId: this.#accountId,
         accountType: this.#accountType,
         available: result.available,
         threshold: fromMilli(threshold),
-      }))
+      })
     }
   }
 
@@ -625,7 +681,9 @@ class GatedCall {
     statusCode: number | null,
     result: SettleResult,
   ): void {
-    this.#gate.events.emit('refunded', () => ({
+    const { events } = this.#gate
+    if (!events.listening('refunded')) return
+    events.emit('refunded', {
       ...this.#call(),
       holdId,
       reason,
@@ -633,7 +691,7 @@ class GatedCall {
       returned: result.returned,
       available: result.available,
       balance: result.balance,
-    }))
+    })
   }
 
   #ledgerError(
@@ -642,13 +700,9 @@ class GatedCall {
     holdId: string | undefined,
     willRetry: boolean,
   ): void {
-    this.#gate.events.emit('ledgerError', () => ({
-      ...this.#call(),
-      error,
-      phase,
-      holdId,
-      willRetry,
-    }))
+    const { events } = this.#gate
+    if (!events.listening('ledgerError')) return
+    events.emit('ledgerError', { ...this.#call(), error, phase, holdId, willRetry })
   }
 }
 
@@ -679,7 +733,11 @@ export function createCreditGate<T extends string = DefaultTierName>(
   options: CreditGateOptions<T>,
 ): CreditGate<T> {
   const config = parseGateOptions(options)
-  const gate: Gate = { config, events: new GateEmitter() }
+  const gate: Gate = {
+    config,
+    events: new GateEmitter(),
+    deadlines: new DeadlineQueue(config.ledgerTimeoutMs),
+  }
 
   function creditGate(tier: string, routeOptions?: RouteOptions): CreditGateMiddleware {
     const route = parseRoute(config, tier, routeOptions)
@@ -697,9 +755,7 @@ export function createCreditGate<T extends string = DefaultTierName>(
         next(error)
         return
       }
-      call.run().then(undefined, (error: unknown) => {
-        call.fail(error)
-      })
+      call.run() // never throws: it routes every failure to next(err) itself
     }
   }
 

@@ -1,3 +1,5 @@
+import type { ServerResponse } from 'node:http'
+
 import { describe, fromMilli, toMilli } from './amount.js'
 import { CreditArgumentError } from './errors.js'
 
@@ -59,8 +61,11 @@ export interface CreditState {
   actualMilli: number | undefined
   /** Set once the gate has decided how to settle: `setCost` is too late then. */
   settled: boolean
-  /** Rewrites the credit headers if they are not sent yet. */
-  readonly onCostChange: () => void
+  /**
+   * The response whose credit headers `setCost` rewrites while they are not sent yet;
+   * `undefined` when the call shows no credit headers (unmetered).
+   */
+  readonly res: ServerResponse | undefined
 }
 
 const INFO = Symbol('creditgate.info')
@@ -75,6 +80,17 @@ export function chargeMilli(state: CreditState): number {
 export function remainingMilli(state: CreditState): number | null {
   if (state.remainingMilli === null) return null
   return state.remainingMilli + state.heldMilli - chargeMilli(state)
+}
+
+/** Sets `X-Credits-Cost` and `X-Credits-Remaining` (the latter only when it is known). */
+export function setCreditHeaders(res: ServerResponse, state: CreditState): void {
+  res.setHeader('X-Credits-Cost', String(fromMilli(chargeMilli(state))))
+  if (state.unlimited) {
+    res.setHeader('X-Credits-Remaining', 'unlimited')
+    return
+  }
+  const remaining = remainingMilli(state)
+  if (remaining !== null) res.setHeader('X-Credits-Remaining', String(fromMilli(remaining)))
 }
 
 /** The frozen view a handler sees; its getters read the call's live state. */
@@ -142,7 +158,8 @@ class CallCredits implements CreditInfo {
     }
     // Unlimited, free and unmetered calls hold nothing: the lower cost only matters on paper.
     if (state.holdId !== undefined && !state.unlimited) state.actualMilli = milli
-    state.onCostChange()
+    const { res } = state
+    if (res !== undefined && !res.headersSent) setCreditHeaders(res, state)
   }
 }
 
