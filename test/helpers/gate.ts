@@ -2,10 +2,21 @@ import { once } from 'node:events'
 import http, { type IncomingMessage } from 'node:http'
 import type { AddressInfo } from 'node:net'
 
-import express from 'express'
+import express, {
+  type Express,
+  type NextFunction,
+  type Request,
+  type RequestHandler,
+  type Response,
+} from 'express'
 import express4 from 'express4'
 
-import type { CreditGateEvents, CreditLedger, RedisLedger } from '../../src/index'
+import {
+  isCreditError,
+  type CreditGateEvents,
+  type CreditLedger,
+  type RedisLedger,
+} from '../../src/index'
 import type { IdentifyFunction, IdentifyResult } from '../../src/identity/types'
 
 /** The Express versions every middleware test runs on. */
@@ -15,6 +26,31 @@ export const EXPRESS_VERSIONS = [
 ] as const
 
 export type ExpressFactory = (typeof EXPRESS_VERSIONS)[number][1]
+
+/**
+ * An app with `routes` and an error handler that records each error in `errors` and answers
+ * 500 with the error's `ERR_CREDIT_*` code (or `internal`).
+ */
+export function appWith(
+  factory: ExpressFactory,
+  routes: (app: Express) => void,
+  errors: unknown[] = [],
+): Express {
+  const app = factory()
+  routes(app)
+  // Express recognises an error handler by its four parameters.
+  // eslint-disable-next-line @typescript-eslint/no-unused-vars
+  app.use((error: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    errors.push(error)
+    res.status(500).json({ error: isCreditError(error) ? error.code : 'internal' })
+  })
+  return app
+}
+
+/** A handler that succeeds. */
+export const ok: RequestHandler = (_req, res) => {
+  res.json({ ok: true })
+}
 
 /** The header the test identify functions read. Stands in for a verified credential. */
 export const ACCOUNT_HEADER = 'x-test-account'

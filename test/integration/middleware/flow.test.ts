@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http'
 
-import type { Express, NextFunction, Request, RequestHandler, Response } from 'express'
+import type { Request, Response } from 'express'
 import type { Redis } from 'ioredis'
 import request from 'supertest'
 
@@ -9,7 +9,6 @@ import {
   RedisLedger,
   createCreditGate,
   getCredits,
-  isCreditError,
   type CreditGateOptions,
   type CreditInfo,
   type RedisLedgerOptions,
@@ -18,11 +17,12 @@ import type { IdentifyFunction } from '../../../src/identity/types'
 import {
   ACCOUNT_HEADER,
   EXPRESS_VERSIONS,
+  appWith,
+  ok,
   EventLog,
   RecordingLedger,
   deferred,
   identifyByHeader,
-  type ExpressFactory,
 } from '../../helpers/gate'
 import { makeLedger, realRedis, uniquePrefix } from '../../helpers/redis'
 import { countingClient, snapshot } from '../../helpers/snapshot'
@@ -48,25 +48,6 @@ function setup(
 }
 
 /** An app with the routes, and an error handler that answers 500 with the error's code. */
-function appWith(
-  factory: ExpressFactory,
-  routes: (app: Express) => void,
-  errors: unknown[] = [],
-): Express {
-  const app = factory()
-  routes(app)
-  // Express recognises an error handler by its four parameters.
-  // eslint-disable-next-line @typescript-eslint/no-unused-vars
-  app.use((error: unknown, _req: Request, res: Response, _next: NextFunction) => {
-    errors.push(error)
-    res.status(500).json({ error: isCreditError(error) ? error.code : 'internal' })
-  })
-  return app
-}
-
-const ok: RequestHandler = (_req, res) => {
-  res.json({ ok: true })
-}
 
 describe.each(EXPRESS_VERSIONS)('creditGate on %s', (_name, factory) => {
   describe('401: no or bad identity', () => {

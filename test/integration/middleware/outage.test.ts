@@ -1,6 +1,5 @@
 import { once } from 'node:events'
 
-import type { Express, NextFunction, Request, RequestHandler, Response } from 'express'
 import { Redis, type RedisOptions } from 'ioredis'
 import request from 'supertest'
 
@@ -18,11 +17,12 @@ import {
 import {
   ACCOUNT_HEADER,
   EXPRESS_VERSIONS,
+  appWith,
+  ok,
   EventLog,
   RecordingLedger,
   deferred,
   identifyByHeader,
-  type ExpressFactory,
 } from '../../helpers/gate'
 import { makeLedger, uniquePrefix } from '../../helpers/redis'
 import { startRedis } from '../../setup/redis-server'
@@ -31,26 +31,6 @@ const clients: Redis[] = []
 afterAll(async () => {
   await Promise.all(clients.map((c) => c.quit()))
 })
-
-function appWith(
-  factory: ExpressFactory,
-  routes: (app: Express) => void,
-  errors: unknown[] = [],
-): Express {
-  const app = factory()
-  routes(app)
-  // Express recognises an error handler by its four parameters.
-  // eslint-disable-next-line @typescript-eslint/no-unused-vars
-  app.use((error: unknown, _req: Request, res: Response, _next: NextFunction) => {
-    errors.push(error)
-    res.status(500).json({ error: 'internal' })
-  })
-  return app
-}
-
-const ok: RequestHandler = (_req, res) => {
-  res.json({ ok: true })
-}
 
 async function setup(options: Partial<CreditGateOptions<string>> = {}) {
   const made = makeLedger('redis')

@@ -1,7 +1,7 @@
 import { IncomingMessage, ServerResponse } from 'node:http'
 import { Socket } from 'node:net'
 
-import type { Express, NextFunction, Request, RequestHandler, Response } from 'express'
+import type { Express, RequestHandler } from 'express'
 import type { Redis } from 'ioredis'
 import request from 'supertest'
 
@@ -14,11 +14,12 @@ import {
 import {
   ACCOUNT_HEADER,
   EXPRESS_VERSIONS,
+  appWith,
+  ok,
   EventLog,
   RecordingLedger,
   deferred,
   identifyByHeader,
-  type ExpressFactory,
 } from '../../helpers/gate'
 import { makeLedger } from '../../helpers/redis'
 
@@ -38,26 +39,6 @@ async function setup(options: Partial<CreditGateOptions<string>> = {}) {
   const ledger = new RecordingLedger(made.ledger)
   const gate = createCreditGate<string>({ ledger, identify: identifyByHeader(), ...options })
   return { redisLedger: made.ledger, ledger, gate, log: new EventLog(gate) }
-}
-
-function appWith(
-  factory: ExpressFactory,
-  routes: (app: Express) => void,
-  errors: unknown[] = [],
-): Express {
-  const app = factory()
-  routes(app)
-  // Express recognises an error handler by its four parameters.
-  // eslint-disable-next-line @typescript-eslint/no-unused-vars
-  app.use((error: unknown, _req: Request, res: Response, _next: NextFunction) => {
-    errors.push(error)
-    res.status(500).json({ error: 'internal' })
-  })
-  return app
-}
-
-const ok: RequestHandler = (_req, res) => {
-  res.json({ ok: true })
 }
 
 /** A reserve that never answers: the ledger took the call and went silent. */
