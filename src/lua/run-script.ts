@@ -1,3 +1,5 @@
+import { Command } from 'ioredis'
+
 import { CreditStoreError } from '../errors.js'
 import type { ScriptDef } from './scripts.js'
 
@@ -5,7 +7,15 @@ import type { ScriptDef } from './scripts.js'
 export interface ScriptClient {
   evalsha(sha1: string, numkeys: number, ...args: (string | number)[]): Promise<unknown>
   eval(script: string, numkeys: number, ...args: (string | number)[]): Promise<unknown>
+  /** ioredis's own way in for a prepared command (ioredis-mock has none). */
+  sendCommand?: (command: Command) => unknown
+  readonly options?: {
+    readonly keyPrefix?: string | undefined
+    readonly enableAutoPipelining?: boolean | undefined
+  }
 }
+
+type ScriptCommand = 'evalsha' | 'eval'
 
 const errorMessage = (error: unknown): string =>
   error instanceof Error ? error.message : String(error)
@@ -22,8 +32,42 @@ export class ScriptRunner {
   /** Scripts this runner has sent (by name): the server is expected to have them cached. */
   readonly #sent = new Set<string>()
 
+  /**
+   * On a client that auto-pipelines: sends a script command straight to the connection, as the
+   * client does with auto-pipelining off. The ledger batches its own operations, and a second
+   * round of pipelining only adds a tick and a pipeline object to every batch (64 callers:
+   * about 30 % fewer pairs per second with it). Every script of the ledger takes this path, so
+   * they keep the order they were sent in. `undefined` otherwise: the client's own `evalsha`
+   * and `eval` send the same command (ioredis-mock has no `sendCommand`).
+   */
+  readonly #direct:
+    ((name: ScriptCommand, args: (string | number)[]) => Promise<unknown>) | undefined
+
   constructor(client: ScriptClient) {
     this.#client = client
+    const { sendCommand, options: clientOptions } = client
+    if (clientOptions?.enableAutoPipelining === true && typeof sendCommand === 'function') {
+      // The options the client's own methods give a command (ioredis Commander).
+      const { keyPrefix } = clientOptions
+      const options =
+        keyPrefix === undefined
+          ? { replyEncoding: 'utf8' as const }
+          : { keyPrefix, replyEncoding: 'utf8' as const }
+      this.#direct = (name, args) =>
+        sendCommand.call(client, new Command(name, args, options)) as Promise<unknown>
+    }
+  }
+
+  #send(
+    name: ScriptCommand,
+    script: string,
+    numkeys: number,
+    ...rest: (string | number)[]
+  ): Promise<unknown> {
+    if (this.#direct !== undefined) return this.#direct(name, [script, numkeys, ...rest])
+    return name === 'evalsha'
+      ? this.#client.evalsha(script, numkeys, ...rest)
+      : this.#client.eval(script, numkeys, ...rest)
   }
 
   /**
@@ -59,21 +103,21 @@ export class ScriptRunner {
     if (this.#sent.has(def.name)) {
       const sha = this.#shebang ? def.sha1 : def.bareSha1
       try {
-        return await this.#client.evalsha(sha, keys.length, ...keys, ...args)
+        return await this.#send('evalsha', sha, keys.length, ...keys, ...args)
       } catch (error) {
         if (!errorMessage(error).startsWith('NOSCRIPT')) throw error
       }
     } else {
       this.#sent.add(def.name)
     }
-    if (!this.#shebang) return this.#client.eval(def.bareSource, keys.length, ...keys, ...args)
+    if (!this.#shebang) return this.#send('eval', def.bareSource, keys.length, ...keys, ...args)
     try {
-      return await this.#client.eval(def.source, keys.length, ...keys, ...args)
+      return await this.#send('eval', def.source, keys.length, ...keys, ...args)
     } catch (error) {
       // Redis 6 and ioredis-mock parse the shebang as Lua: "unexpected symbol near '#'".
       if (!/near '#'|shebang/i.test(errorMessage(error))) throw error
       this.#shebang = false
-      return this.#client.eval(def.bareSource, keys.length, ...keys, ...args)
+      return this.#send('eval', def.bareSource, keys.length, ...keys, ...args)
     }
   }
 }

@@ -1,9 +1,20 @@
+import { randomUUID } from 'node:crypto'
+
 import calculateSlot from 'cluster-key-slot'
-import type { Cluster, Redis } from 'ioredis'
+import { Cluster, Redis } from 'ioredis'
 
 import { RedisLedger, isCreditError, type RedisLedgerOptions } from '../../src/index'
 import { scripts } from '../../src/lua/scripts'
-import { BACKENDS, backendRedis, uniquePrefix, type Backend } from '../helpers/redis'
+import {
+  BACKENDS,
+  backendRedis,
+  clusterRedis,
+  realRedis,
+  redisClusterUrl,
+  redisUrl,
+  uniquePrefix,
+  type Backend,
+} from '../helpers/redis'
 
 /** The script a command runs, by its SHA1 or its source. */
 const scriptNames = new Map<string, string>(
@@ -278,6 +289,83 @@ describe('the script runner', () => {
     }
   })
 })
+
+describe.each(BACKENDS.filter((b) => b !== 'mock'))(
+  'on a client that auto-pipelines (%s)',
+  (backend) => {
+    const open: (Redis | Cluster)[] = []
+    afterAll(async () => {
+      await Promise.all(open.map((c) => c.quit()))
+    })
+
+    function autoPipelining(keyPrefix?: string): Redis | Cluster {
+      const options = {
+        enableAutoPipelining: true,
+        ...(keyPrefix === undefined ? {} : { keyPrefix }),
+      }
+      let redis: Redis | Cluster
+      if (backend === 'cluster') {
+        const { hostname, port } = new URL(redisClusterUrl() ?? '')
+        redis = new Cluster([{ host: hostname, port: Number(port) }], {
+          ...options,
+          redisOptions: { maxRetriesPerRequest: 3 },
+        })
+      } else {
+        redis = new Redis(redisUrl(), { ...options, maxRetriesPerRequest: 3 })
+      }
+      open.push(redis)
+      return redis
+    }
+
+    it('sends its scripts straight to the connection, not into the auto-pipeline queue', async () => {
+      const redis = autoPipelining()
+      const ledger = new RedisLedger({ redis, prefix: uniquePrefix() })
+      await ledger.openAccount('p1', { type: 'registered' })
+      const reserving = ledger.reserve('p1', 5, { endpoint: '/e' })
+      // A command that took the auto-pipeline would wait in this queue until the next tick.
+      expect(redis.autoPipelineQueueSize).toBe(0)
+      const hold = await reserving
+      expect(hold.status).toBe('held')
+      if (hold.status !== 'held') return
+      await ledger.commit(hold.holdId)
+      expect(await ledger.balance('p1')).toMatchObject({ available: 345, pending: 0 })
+    })
+
+    it('keeps the balance exact under 91 concurrent reserves, and each caller its own reply', async () => {
+      const redis = autoPipelining()
+      const ledger = new RedisLedger({ redis, prefix: uniquePrefix() })
+      const ids = Array.from({ length: 12 }, (_, i) => `q${i}`)
+      for (const id of ids) await ledger.openAccount(id, { type: 'registered' })
+      const asks = [...Array.from({ length: 80 }, () => 'q0'), ...ids.slice(1)]
+      const results = await Promise.all(asks.map((id) => ledger.reserve(id, 5, { endpoint: '/e' })))
+      expect(results.filter((r) => r.accountId === 'q0' && r.status === 'held')).toHaveLength(70)
+      expect(results.filter((r) => r.accountId !== 'q0' && r.status === 'held')).toHaveLength(11)
+      const holds = results.flatMap((r) => (r.status === 'held' ? [r.holdId] : []))
+      await Promise.all(holds.map((h, i) => (i % 2 === 0 ? ledger.commit(h) : ledger.release(h))))
+      expect(await ledger.balance('q0')).toMatchObject({ available: 350 - 35 * 5, pending: 0 })
+    })
+
+    it("resends by EVAL after SCRIPT FLUSH, and honours the client's keyPrefix", async () => {
+      const keyPrefix = `kp-${randomUUID()}:`
+      const redis = autoPipelining(keyPrefix)
+      const prefix = uniquePrefix()
+      const ledger = new RedisLedger({ redis, prefix })
+      await ledger.openAccount('k1', { type: 'registered' })
+      const plain = backend === 'cluster' ? clusterRedis() : realRedis()
+      open.push(plain)
+      // The account hash lives under the client's keyPrefix, as the client's own commands put it.
+      expect(await plain.exists(`${keyPrefix}${prefix}{k1}:a`)).toBe(1)
+      if (backend === 'cluster') {
+        await Promise.all((redis as Cluster).nodes('master').map((n) => n.script('FLUSH')))
+      } else {
+        await (redis as Redis).script('FLUSH')
+      }
+      const hold = await ledger.reserve('k1', 2, { endpoint: '/e' })
+      expect(hold.status).toBe('held')
+      expect(await ledger.balance('k1')).toMatchObject({ available: 348, pending: 2 })
+    })
+  },
+)
 
 describe('a batch that fails as a whole', () => {
   it('rejects every operation in it as ERR_CREDIT_STORE_UNAVAILABLE, and a resend is safe', async () => {
