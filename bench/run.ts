@@ -252,7 +252,7 @@ async function main(): Promise<void> {
     }
     if (process.env['BENCH_SKIP_LEDGER'] !== '1') {
       const figures = await ledgerFigures(redis)
-      sections.push(`## Ledger\n\n${ledgerTable(figures)}\n`)
+      sections.push(`## Ledger\n\n${figures.intro}\n\n${ledgerTable(figures)}\n`)
     }
   } finally {
     await redis.stop()
