@@ -167,15 +167,11 @@ class GatedCall extends Waiter {
   #claims: Readonly<Record<string, unknown>> | undefined
   /** This request's price, milli-credits. */
   #priceMilli = 0
-  /** Set when the response closes: whether it had finished, with which status, and when. */
+  /** Set when the response closes. The first close is the only one that can settle the call. */
   #closed = false
-  #finished = false
-  #closedStatus = 0
-  #closedAt = 0
   /** Set when the handler is started. */
   #handlerStart: number | undefined
   #state: CreditState | undefined
-  #settled = false
   #nextCalled = false
 
   constructor(
@@ -202,12 +198,10 @@ class GatedCall extends Waiter {
 
   readonly #onClose = (): void => {
     if (this.#closed) return
-    const res = this.#res
     this.#closed = true
-    this.#finished = res.writableFinished
-    this.#closedStatus = res.statusCode
-    this.#closedAt = performance.now()
-    if (this.#handlerStart !== undefined) this.#settle()
+    // Decided here, once: a call whose handler has not started yet is never settled (nothing
+    // was held, or its hold is released when the reserve comes back and finds it gone).
+    if (this.#handlerStart !== undefined) this.#settle(this.#handlerStart)
   }
 
   /** Whether the response already ended (a method, so that no narrowing survives a call). */
@@ -432,20 +426,21 @@ class GatedCall extends Waiter {
     this.#next()
   }
 
-  /** Once the handler ran and the response ended: commit, release, or record a free call. */
-  #settle(): void {
+  /**
+   * At the response's first `close`, once the handler ran: commit, release, or record a free
+   * call. `writableFinished` tells a finished response from an aborted one (DESIGN §6).
+   */
+  #settle(handlerStart: number): void {
     const state = this.#state
-    if (this.#settled || !this.#closed || this.#handlerStart === undefined) return
-    this.#settled = true
-    const latencyMs = Math.max(0, Math.round(this.#closedAt - this.#handlerStart))
+    const latencyMs = Math.max(0, Math.round(performance.now() - handlerStart))
     if (state === undefined) return // unmetered (failOpen): nothing to settle
     state.settled = true
     if (state.holdId === undefined) {
       this.#recordFreeUsage(latencyMs)
       return
     }
-    const finished = this.#finished
-    const statusCode = this.#closedStatus
+    const finished = this.#res.writableFinished
+    const { statusCode } = this.#res
     let charge = false
     let reason: RefundReason = finished ? 'status' : 'aborted'
     if (finished) {

@@ -354,6 +354,27 @@ describe.each(EXPRESS_VERSIONS)('settlement on %s', (name, factory) => {
     expect(ledger.count('commit')).toBe(1)
   })
 
+  it('settles once when close is emitted a second time (a listener re-emitting it)', async () => {
+    const { gate, ledger, log } = await setup()
+    const emittedAgain = deferred()
+    const probe: RequestHandler = (_req, res, next) => {
+      res.once('close', () => {
+        setImmediate(() => {
+          res.emit('close')
+          emittedAgain.resolve()
+        })
+      })
+      next()
+    }
+    const app = appWith(factory, (a) => a.get('/x', probe, gate('pro'), ok))
+    await rawRequest(`${await serve(app)}/x`, { headers: { [ACCOUNT_HEADER]: 'u' } })
+    await emittedAgain.promise
+    await log.settled(1)
+    await ledger.idle()
+    expect(ledger.count('commit') + ledger.count('release')).toBe(1)
+    expect(log.of('charged')).toHaveLength(1)
+  })
+
   it('charges whatever chargeWhen accepts, and releases when chargeWhen throws', async () => {
     const { gate, redisLedger, log } = await setup({
       chargeWhen: (status) => {
