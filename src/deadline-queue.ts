@@ -50,7 +50,6 @@ export class DeadlineQueue {
   readonly #timer: DeadlineTimer
   #head: Waiter | undefined
   #tail: Waiter | undefined
-  #size = 0
   /** Whether the timer is set (or firing): then a new entry needs no timer of its own. */
   #armed = false
 
@@ -63,9 +62,11 @@ export class DeadlineQueue {
     this.#timer = timer
   }
 
-  /** Entries still waiting. */
+  /** Entries still waiting, counted along the list (for tests and diagnostics). */
   get size(): number {
-    return this.#size
+    let count = 0
+    for (let entry = this.#head; entry !== undefined; entry = entry.waitNext) count++
+    return count
   }
 
   /**
@@ -79,7 +80,6 @@ export class DeadlineQueue {
     if (this.#tail === undefined) this.#head = entry
     else this.#tail.waitNext = entry
     this.#tail = entry
-    this.#size++
     if (!this.#armed) this.#arm(this.#timeoutMs)
   }
 
@@ -97,7 +97,6 @@ export class DeadlineQueue {
     else next.waitPrev = prev
     entry.waitPrev = undefined
     entry.waitNext = undefined
-    this.#size--
     return true
   }
 
