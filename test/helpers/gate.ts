@@ -11,13 +11,20 @@ import express, {
 } from 'express'
 import express4 from 'express4'
 
+import type { Redis } from 'ioredis'
+
 import {
+  createCreditGate,
   isCreditError,
   type CreditGateEvents,
+  type CreditGateOptions,
   type CreditLedger,
   type RedisLedger,
+  type RedisLedgerOptions,
 } from '../../src/index'
 import type { IdentifyFunction, IdentifyResult } from '../../src/identity/types'
+
+import { makeLedger } from './redis'
 
 /** The Express versions every middleware test runs on. */
 export const EXPRESS_VERSIONS = [
@@ -293,4 +300,33 @@ export function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T)
     resolve = r
   })
   return { promise, resolve }
+}
+
+/**
+ * Gates on the real Redis of the run, for one test file: call it at the top level (it closes
+ * the clients after the file's tests), then call what it returns in each test. Each call makes a
+ * ledger with its own key prefix (`ledgerDefaults` with `ledgerOptions` over them), the
+ * recording ledger over it, a gate identifying by {@link ACCOUNT_HEADER}, and its event log.
+ */
+export function redisGates(ledgerDefaults: Omit<RedisLedgerOptions, 'redis'> = {}) {
+  const clients: Redis[] = []
+  afterAll(async () => {
+    await Promise.all(clients.map((c) => c.quit()))
+  })
+  const setup = (
+    options: Partial<CreditGateOptions<string>> = {},
+    ledgerOptions: Omit<RedisLedgerOptions, 'redis'> = {},
+  ) => {
+    const made = makeLedger('redis', { ...ledgerDefaults, ...ledgerOptions })
+    clients.push(made.redis)
+    const ledger = new RecordingLedger(made.ledger)
+    const gate = createCreditGate<string>({ ledger, identify: identifyByHeader(), ...options })
+    return { ...made, redisLedger: made.ledger, ledger, gate, log: new EventLog(gate) }
+  }
+  /** Closes a client a test made itself, with the others. */
+  const track = <C extends Redis>(client: C): C => {
+    clients.push(client)
+    return client
+  }
+  return Object.assign(setup, { track })
 }

@@ -1,7 +1,6 @@
 import type { IncomingMessage } from 'node:http'
 
 import type { Request, Response } from 'express'
-import type { Redis } from 'ioredis'
 import request from 'supertest'
 
 import {
@@ -9,9 +8,7 @@ import {
   RedisLedger,
   createCreditGate,
   getCredits,
-  type CreditGateOptions,
   type CreditInfo,
-  type RedisLedgerOptions,
 } from '../../../src/index'
 import type { IdentifyFunction } from '../../../src/identity/types'
 import {
@@ -23,6 +20,7 @@ import {
   RecordingLedger,
   deferred,
   identifyByHeader,
+  redisGates,
 } from '../../helpers/gate'
 import { makeLedger, realRedis, uniquePrefix } from '../../helpers/redis'
 import { countingClient, snapshot } from '../../helpers/snapshot'
@@ -30,24 +28,7 @@ import { countingClient, snapshot } from '../../helpers/snapshot'
 /** Ledger account types of these tests: `tester` accounts start with exactly what a test needs. */
 const TYPES = { tester2: { signupCredits: 2 }, tester25: { signupCredits: 2.5 }, empty: {} }
 
-const clients: Redis[] = []
-afterAll(async () => {
-  await Promise.all(clients.map((c) => c.quit()))
-})
-
-function setup(
-  options: Partial<CreditGateOptions<string>> = {},
-  ledgerOptions: Omit<RedisLedgerOptions, 'redis'> = {},
-) {
-  const made = makeLedger('redis', { accountTypes: TYPES, ...ledgerOptions })
-  clients.push(made.redis)
-  const ledger = new RecordingLedger(made.ledger)
-  const gate = createCreditGate<string>({ ledger, identify: identifyByHeader(), ...options })
-  const log = new EventLog(gate)
-  return { ...made, redisLedger: made.ledger, ledger, gate, log }
-}
-
-/** An app with the routes, and an error handler that answers 500 with the error's code. */
+const setup = redisGates({ accountTypes: TYPES })
 
 describe.each(EXPRESS_VERSIONS)('creditGate on %s', (_name, factory) => {
   describe('401: no or bad identity', () => {
@@ -478,7 +459,7 @@ describe.each(EXPRESS_VERSIONS)('creditGate on %s', (_name, factory) => {
 
     it("records a free call's usage after the response when the ledger can (recordUsage)", async () => {
       const made = makeLedger('redis')
-      clients.push(made.redis)
+      setup.track(made.redis)
       const recorded = deferred<readonly unknown[]>()
       const finishedWhenRecorded: boolean[] = []
       let response: Response | undefined
@@ -527,7 +508,7 @@ describe.each(EXPRESS_VERSIONS)('creditGate on %s', (_name, factory) => {
   describe('usage analytics through the gate', () => {
     it('records free, charged and refunded calls per route pattern on a RedisLedger', async () => {
       const made = makeLedger('redis')
-      clients.push(made.redis)
+      setup.track(made.redis)
       await made.ledger.openAccount('u', { type: 'registered' })
       const usageWrites: Promise<unknown>[] = []
       // Watches recordUsage (a free call's only ledger call, made after the response).
@@ -608,8 +589,7 @@ describe.each(EXPRESS_VERSIONS)('creditGate on %s', (_name, factory) => {
     })
 
     it('makes exactly one Redis round trip before the handler runs', async () => {
-      const redis = realRedis()
-      clients.push(redis)
+      const redis = setup.track(realRedis())
       const { client, calls } = countingClient(redis)
       const ledger = new RedisLedger({ redis: client, prefix: uniquePrefix() })
       await ledger.openAccount('u', { type: 'registered' })

@@ -23,22 +23,18 @@ import {
   RecordingLedger,
   deferred,
   identifyByHeader,
+  redisGates,
 } from '../../helpers/gate'
-import { makeLedger, uniquePrefix } from '../../helpers/redis'
+import { uniquePrefix } from '../../helpers/redis'
 import { startRedis } from '../../setup/redis-server'
 
-const clients: Redis[] = []
-afterAll(async () => {
-  await Promise.all(clients.map((c) => c.quit()))
-})
+const gates = redisGates()
 
+/** A gate on Redis whose account `u` is open with the 350 signup credits of `registered`. */
 async function setup(options: Partial<CreditGateOptions<string>> = {}) {
-  const made = makeLedger('redis')
-  clients.push(made.redis)
-  await made.ledger.openAccount('u', { type: 'registered' })
-  const ledger = new RecordingLedger(made.ledger)
-  const gate = createCreditGate<string>({ ledger, identify: identifyByHeader(), ...options })
-  return { redisLedger: made.ledger, ledger, gate, log: new EventLog(gate) }
+  const made = gates(options)
+  await made.redisLedger.openAccount('u', { type: 'registered' })
+  return made
 }
 
 const UNAVAILABLE_BODY = {

@@ -2,43 +2,29 @@ import { IncomingMessage, ServerResponse } from 'node:http'
 import { Socket } from 'node:net'
 
 import type { Express, RequestHandler } from 'express'
-import type { Redis } from 'ioredis'
 import request from 'supertest'
 
-import {
-  CreditStoreError,
-  createCreditGate,
-  type CreditGateOptions,
-  type ReserveResult,
-} from '../../../src/index'
+import { CreditStoreError, type CreditGateOptions, type ReserveResult } from '../../../src/index'
 import {
   ACCOUNT_HEADER,
   EXPRESS_VERSIONS,
   appWith,
   ok,
-  EventLog,
-  RecordingLedger,
   deferred,
-  identifyByHeader,
+  redisGates,
 } from '../../helpers/gate'
-import { makeLedger } from '../../helpers/redis'
 
 // Every reserve of a gate is bounded by ledgerTimeoutMs through one shared deadline queue and
 // one timer (src/deadline-queue.ts). These tests hold reserves back on purpose and check what
 // each caller gets; they never measure how long anything took.
 
-const clients: Redis[] = []
-afterAll(async () => {
-  await Promise.all(clients.map((c) => c.quit()))
-})
+const gates = redisGates()
 
+/** A gate on Redis whose account `u` is open with the 350 signup credits of `registered`. */
 async function setup(options: Partial<CreditGateOptions<string>> = {}) {
-  const made = makeLedger('redis')
-  clients.push(made.redis)
-  await made.ledger.openAccount('u', { type: 'registered' }) // 350 credits
-  const ledger = new RecordingLedger(made.ledger)
-  const gate = createCreditGate<string>({ ledger, identify: identifyByHeader(), ...options })
-  return { redisLedger: made.ledger, ledger, gate, log: new EventLog(gate) }
+  const made = gates(options)
+  await made.redisLedger.openAccount('u', { type: 'registered' })
+  return made
 }
 
 /** A reserve that never answers: the ledger took the call and went silent. */
