@@ -1,10 +1,16 @@
-/** The gates the benchmark compares, in the order each round runs them. */
+/**
+ * The gates the benchmark compares, in the order each round runs them. `naive-debit` is the
+ * issue's reference point, not a product: one small script per request that debits the
+ * balance, and one that refunds a failed call, auto-pipelined; no holds, history, usage,
+ * idempotency or tier policy. It shows what any Redis-backed gate can reach on the machine.
+ */
 export const CASES = [
   'bare',
   'creditgate-header',
   'creditgate-jwt',
   'express-rate-limit',
   'rate-limiter-flexible',
+  'naive-debit',
 ] as const
 export type Case = (typeof CASES)[number]
 export const JWT_SECRET = 'bench-secret-bench-secret-bench-secret'

@@ -95,6 +95,38 @@ function gateFor(kind: AnyCase, redisUrl: string): RequestHandler | undefined {
           accountOf(req),
       })('basic')
     }
+    case 'naive-debit': {
+      // The issue's reference point (see cases.ts): one script per request that debits the
+      // balance if it covers the price, and one that refunds it when the call fails.
+      const redis = new Redis(redisUrl, { enableAutoPipelining: true })
+      redis.defineCommand('debit', {
+        numberOfKeys: 1,
+        lua: "local b = tonumber(redis.call('GET', KEYS[1]) or '1000000000') if b < 1000 then return -1 end redis.call('SET', KEYS[1], b - 1000) return b - 1000",
+      })
+      redis.defineCommand('refund', {
+        numberOfKeys: 1,
+        lua: "return redis.call('INCRBY', KEYS[1], 1000)",
+      })
+      const client = redis as unknown as Record<string, (key: string) => Promise<number>>
+      return function naiveDebit(req, res, next) {
+        const key = `bench-naive:${accountOf(req)}`
+        client['debit']!(key).then(
+          (balance) => {
+            if (balance < 0) {
+              res.status(402).end()
+              return
+            }
+            res.on('finish', () => {
+              if (res.statusCode >= 400) void client['refund']!(key)
+            })
+            next()
+          },
+          (error: unknown) => {
+            next(error)
+          },
+        )
+      }
+    }
     case 'express-rate-limit': {
       const redis = new Redis(redisUrl, { enableAutoPipelining: true })
       return rateLimit({

@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http'
+import { inspect } from 'node:util'
 
 import type { Request, Response } from 'express'
 import request from 'supertest'
@@ -353,6 +354,40 @@ describe.each(EXPRESS_VERSIONS)('creditGate on %s', (_name, factory) => {
       expect(plain).toBe(seen)
       expect(Object.isFrozen(seen)).toBe(true)
       expect(getCredits({})).toBeUndefined()
+    })
+
+    it('shows the credit view read-only, with its fields in JSON and util.inspect, and a setCost that works destructured', async () => {
+      const { gate, redisLedger } = setup()
+      await redisLedger.openAccount('u', { type: 'registered' })
+      let refused: unknown
+      let shown = ''
+      const app = appWith(factory, (a) =>
+        a.get('/batch', gate('pro'), (req, res) => {
+          const info = getCredits(req)
+          try {
+            ;(info as unknown as { accountId: string }).accountId = 'someone-else'
+          } catch (error) {
+            refused = error
+          }
+          shown = inspect(info)
+          const { setCost } = info ?? { setCost: undefined }
+          setCost?.(2)
+          res.json(info)
+        }),
+      )
+      const res = await request(app).get('/batch').set(ACCOUNT_HEADER, 'u')
+      expect(refused).toBeInstanceOf(TypeError)
+      expect(shown).toContain("accountId: 'u'")
+      expect(shown).toContain('remaining: 345')
+      expect(res.body).toMatchObject({
+        accountId: 'u',
+        tier: 'pro',
+        price: 5,
+        cost: 2,
+        remaining: 348,
+      })
+      expect(res.headers['x-credits-cost']).toBe('2')
+      expect(await redisLedger.balance('u')).toMatchObject({ available: 348 })
     })
 
     it('lets a handler charge less with setCost: headers, commit and balance follow', async () => {
