@@ -44,7 +44,12 @@ function pick(
     throw fail(`${where} options must be an object, got ${describe(input)}`)
   }
   const out: Record<string, unknown> = {}
-  for (const [key, value] of Object.entries(input)) {
+  const options = input as Record<string, unknown>
+  // for…in over own keys, as Object.entries sees them, without an array of pairs per call (the
+  // gate passes options to the ledger twice per request).
+  for (const key in options) {
+    if (!Object.hasOwn(options, key)) continue
+    const value = options[key]
     if (value === undefined) continue
     if (!known.includes(key)) {
       const hint = suggest(key, known)

@@ -103,6 +103,23 @@ export function accountKeys(prefix: string, accountId: string): AccountKeys {
 }
 
 /**
+ * The first `count` keys of an account in the order every account script takes them as KEYS:
+ * account, holds, deadlines, history, idempotency, usage, usage index (the names of
+ * {@link accountKeys}, built without the object, on every ledger call).
+ */
+export function scriptKeys(prefix: string, accountId: string, count: number): string[] {
+  const base = `${prefix}{${encodeAccountId(accountId)}}:`
+  const keys: string[] = []
+  for (let i = 0; i < count && i < SCRIPT_KEY_SUFFIXES.length; i++) {
+    keys.push(base + (SCRIPT_KEY_SUFFIXES[i] ?? ''))
+  }
+  return keys
+}
+
+/** The suffixes of {@link accountKeys} in script KEYS order. */
+const SCRIPT_KEY_SUFFIXES = ['a', 'h', 'd', 't', 'i', 'u', 'v'] as const
+
+/**
  * The key that binds a grant's idempotency key to one account across the whole ledger. Its hash
  * tag starts with `#`, which `encodeURIComponent` always escapes, so it never shares a hash tag
  * with an account.

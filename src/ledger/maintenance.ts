@@ -7,7 +7,7 @@ import { CreditArgumentError, CreditStoreError } from '../errors.js'
 import type { ScriptRunner } from '../lua/run-script.js'
 import { scripts } from '../lua/scripts.js'
 import { argInteger, argOptions } from '../validate.js'
-import { accountIdFromKey, accountKeyPattern, accountKeys, sweepLeaseKey } from './keys.js'
+import { accountIdFromKey, accountKeyPattern, scriptKeys, sweepLeaseKey } from './keys.js'
 import { Reply } from './replies.js'
 
 /** What {@link RedisLedger.check} can report. */
@@ -256,17 +256,17 @@ interface Maintained {
 }
 
 async function maintainAccount(context: SweepContext, accountId: string): Promise<Maintained> {
-  const k = accountKeys(context.prefix, accountId)
+  const keys = scriptKeys(context.prefix, accountId, scripts.maintain.numberOfKeys)
   const total = { voided: 0, forgotten: 0, expired: 0 }
   // One run voids at most 1000 due holds; an account with more is run again (bounded).
   for (let round = 0; round < 100; round++) {
     const reply = new Reply(
       'maintain',
-      await context.runner.run(
-        scripts.maintain,
-        [k.account, k.holds, k.deadlines, k.history],
-        [context.now(), context.doneTtlMs, context.historyLimit],
-      ),
+      await context.runner.run(scripts.maintain, keys, [
+        context.now(),
+        context.doneTtlMs,
+        context.historyLimit,
+      ]),
     )
     reply.throwIfInvalid()
     if (reply.status === 'NO_ACCOUNT') break

@@ -24,13 +24,13 @@ import {
   plainOptions,
 } from '../validate.js'
 import {
-  accountKeys,
   checkAccountId,
   checkPrefix,
   claimKey,
   encodeAccountId,
   newHoldId,
   parseHoldId,
+  scriptKeys,
 } from './keys.js'
 import {
   checkRedis,
@@ -176,6 +176,12 @@ function parseAccountTypes(input: unknown): ReadonlyMap<string, ResolvedType> {
   }
   return types
 }
+
+/** The outcome a settled hold's reply status stands for. */
+const OUTCOMES = { COMMITTED: 'committed', RELEASED: 'released', EXPIRED: 'expired' } as const
+
+/** The reserve's open-on-first-sight arguments when it may not open an account. */
+const NO_OPEN: readonly (string | number)[] = ['', '', 0, 0]
 
 /**
  * The credit ledger on Redis: accounts, grants, holds and balances, each operation one atomic
@@ -411,7 +417,7 @@ export class RedisLedger implements CreditLedger {
     const endpoint = argEndpoint(o['endpoint'])
     const holdMs = o['holdMs'] === undefined ? this.#holdMs : argInteger(o['holdMs'], 'holdMs', 1)
     const allowed = this.#allowed(o['allowedTypes'])
-    let open: readonly (string | number)[] = ['', '', 0, 0]
+    let open = NO_OPEN
     if (o['openAs'] !== undefined) {
       const name = this.#typeName(o['openAs'], 'openAs')
       const type = this.#type(name)
@@ -540,9 +546,7 @@ export class RedisLedger implements CreditLedger {
     // Usage analytics take the handler's latency; the script counts the call once, with it.
     const latencyMs = latency === undefined ? '' : argInteger(latency, 'latencyMs', 0)
     const reply = await this.#runResolve(accountId, nonce, mode, actual, latencyMs)
-    const outcome = ({ COMMITTED: 'committed', RELEASED: 'released', EXPIRED: 'expired' } as const)[
-      reply.status as 'COMMITTED'
-    ]
+    const outcome = OUTCOMES[reply.status as 'COMMITTED']
     if (reply.status === 'EXCEEDS') {
       throw new CreditRuleError(
         'ERR_CREDIT_HOLD_EXCEEDED',
@@ -732,16 +736,7 @@ export class RedisLedger implements CreditLedger {
     batch: BatchScriptDef | undefined,
     args: readonly (string | number)[],
   ): Promise<Reply> {
-    const k = accountKeys(this.#prefix, accountId)
-    const keys = [
-      k.account,
-      k.holds,
-      k.deadlines,
-      k.history,
-      k.idempotency,
-      k.usage,
-      k.usageIndex,
-    ].slice(0, def.numberOfKeys)
+    const keys = scriptKeys(this.#prefix, accountId, def.numberOfKeys)
     let raw: unknown
     if (batch === undefined) {
       // After everything queued before it: a balance read sees the settlements made before.

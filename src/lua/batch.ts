@@ -2,7 +2,7 @@ import calculateSlot from 'cluster-key-slot'
 
 import { CreditStoreError } from '../errors.js'
 
-import type { ScriptRunner } from './run-script.js'
+import type { ScriptArgs, ScriptRunner } from './run-script.js'
 import type { BatchScriptDef, ScriptDef } from './scripts.js'
 
 interface Queued {
@@ -134,13 +134,21 @@ export class ScriptBatcher {
       this.#track(this.#runner.run(single, only.keys, only.args)).then(only.resolve, only.reject)
       return
     }
-    const keys: string[] = []
-    const args: (string | number)[] = []
+    // ['', numkeys, every operation's keys, every operation's arguments], built once at its
+    // final size.
+    let numkeys = 0
+    let size = 2
     for (const op of ops) {
-      keys.push(...op.keys)
-      args.push(...op.args)
+      numkeys += op.keys.length
+      size += op.keys.length + op.args.length
     }
-    this.#track(this.#runner.run(batch, keys, args)).then(
+    const command: ScriptArgs = new Array<string | number>(size)
+    command[0] = ''
+    command[1] = numkeys
+    let at = 2
+    for (const op of ops) for (const key of op.keys) command[at++] = key
+    for (const op of ops) for (const arg of op.args) command[at++] = arg
+    this.#track(this.#runner.runCommand(batch, command)).then(
       (replies) => {
         // A reply that is not one entry per operation breaks the contract: each caller is
         // given the whole of it, which its reply check reports as ERR_CREDIT_SCRIPT_REPLY.

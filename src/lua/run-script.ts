@@ -17,6 +17,9 @@ export interface ScriptClient {
 
 type ScriptCommand = 'evalsha' | 'eval'
 
+/** A script call's arguments as sent: the SHA or source, numkeys, then the keys and arguments. */
+export type ScriptArgs = (string | number)[]
+
 const errorMessage = (error: unknown): string =>
   error instanceof Error ? error.message : String(error)
 
@@ -40,8 +43,7 @@ export class ScriptRunner {
    * they keep the order they were sent in. `undefined` otherwise: the client's own `evalsha`
    * and `eval` send the same command (ioredis-mock has no `sendCommand`).
    */
-  readonly #direct:
-    ((name: ScriptCommand, args: (string | number)[]) => Promise<unknown>) | undefined
+  readonly #direct: ((name: ScriptCommand, args: ScriptArgs) => Promise<unknown>) | undefined
 
   constructor(client: ScriptClient) {
     this.#client = client
@@ -58,16 +60,13 @@ export class ScriptRunner {
     }
   }
 
-  #send(
-    name: ScriptCommand,
-    script: string,
-    numkeys: number,
-    ...rest: (string | number)[]
-  ): Promise<unknown> {
-    if (this.#direct !== undefined) return this.#direct(name, [script, numkeys, ...rest])
+  /** Sends `command` (slot 0 already holds the SHA or the source) by EVALSHA or EVAL. */
+  #send(name: ScriptCommand, command: ScriptArgs): Promise<unknown> {
+    if (this.#direct !== undefined) return this.#direct(name, command)
+    const [script, numkeys, ...rest] = command
     return name === 'evalsha'
-      ? this.#client.evalsha(script, numkeys, ...rest)
-      : this.#client.eval(script, numkeys, ...rest)
+      ? this.#client.evalsha(String(script), Number(numkeys), ...rest)
+      : this.#client.eval(String(script), Number(numkeys), ...rest)
   }
 
   /**
@@ -77,13 +76,25 @@ export class ScriptRunner {
    * cannot be reached. The script may still have run: every mutating script is idempotent by
    * an id, so the caller retries with the same id.
    */
-  async run(
+  run(
     def: ScriptDef,
     keys: readonly string[],
     args: readonly (string | number)[],
   ): Promise<unknown> {
+    const command: ScriptArgs = ['', keys.length]
+    for (const key of keys) command.push(key)
+    for (const arg of args) command.push(arg)
+    return this.runCommand(def, command)
+  }
+
+  /**
+   * Runs one script whose arguments are laid out already: `command` is
+   * `['', numkeys, ...keys, ...args]`, and the runner writes the SHA or the source into its
+   * first slot (a batch builds it once, with no copy on the way). Errors as {@link run}.
+   */
+  async runCommand(def: ScriptDef, command: ScriptArgs): Promise<unknown> {
     try {
-      return await this.#evalsha(def, keys, args)
+      return await this.#evalsha(def, command)
     } catch (error) {
       throw new CreditStoreError(
         'ERR_CREDIT_STORE_UNAVAILABLE',
@@ -93,31 +104,34 @@ export class ScriptRunner {
     }
   }
 
-  async #evalsha(
-    def: ScriptDef,
-    keys: readonly string[],
-    args: readonly (string | number)[],
-  ): Promise<unknown> {
+  // Every send reads `command` as it is then: ioredis copies the arguments into its command,
+  // so writing slot 0 for a resend never changes what was sent before.
+  async #evalsha(def: ScriptDef, command: ScriptArgs): Promise<unknown> {
     // The first run of a script in this process goes by EVAL, which also caches it: no
     // NOSCRIPT round trip, and no resend that later calls could overtake.
     if (this.#sent.has(def.name)) {
-      const sha = this.#shebang ? def.sha1 : def.bareSha1
+      command[0] = this.#shebang ? def.sha1 : def.bareSha1
       try {
-        return await this.#send('evalsha', sha, keys.length, ...keys, ...args)
+        return await this.#send('evalsha', command)
       } catch (error) {
         if (!errorMessage(error).startsWith('NOSCRIPT')) throw error
       }
     } else {
       this.#sent.add(def.name)
     }
-    if (!this.#shebang) return this.#send('eval', def.bareSource, keys.length, ...keys, ...args)
+    if (!this.#shebang) {
+      command[0] = def.bareSource
+      return this.#send('eval', command)
+    }
     try {
-      return await this.#send('eval', def.source, keys.length, ...keys, ...args)
+      command[0] = def.source
+      return await this.#send('eval', command)
     } catch (error) {
       // Redis 6 and ioredis-mock parse the shebang as Lua: "unexpected symbol near '#'".
       if (!/near '#'|shebang/i.test(errorMessage(error))) throw error
       this.#shebang = false
-      return this.#send('eval', def.bareSource, keys.length, ...keys, ...args)
+      command[0] = def.bareSource
+      return this.#send('eval', command)
     }
   }
 }

@@ -2,7 +2,7 @@ import calculateSlot from 'cluster-key-slot'
 import fc from 'fast-check'
 
 import { CreditArgumentError, CreditRuleError, RedisLedger, isCreditError } from '../../src/index'
-import { accountKeys } from '../../src/ledger/keys'
+import { accountKeys, scriptKeys } from '../../src/ledger/keys'
 import { ScriptRunner } from '../../src/lua/run-script'
 import { scripts } from '../../src/lua/scripts'
 import { BACKENDS, TestClock, makeLedger, type Backend } from '../helpers/redis'
@@ -722,6 +722,23 @@ describe.each(BACKENDS)('RedisLedger contract on %s', (backend: Backend) => {
       const owned = ids.flatMap((id) => Object.values(accountKeys(prefix, id)) as string[])
       expect(new Set(owned).size).toBe(owned.length)
       for (const key of all) if (!key.includes('{#')) expect(owned).toContain(key)
+    })
+
+    it('gives the scripts the account keys in their KEYS order, as many as a script takes', () => {
+      for (const id of ids) {
+        const k = accountKeys('p:', id)
+        const order = [
+          k.account,
+          k.holds,
+          k.deadlines,
+          k.history,
+          k.idempotency,
+          k.usage,
+          k.usageIndex,
+        ]
+        expect(scriptKeys('p:', id, 7)).toEqual(order)
+        expect(scriptKeys('p:', id, 4)).toEqual(order.slice(0, 4))
+      }
     })
   })
 })
