@@ -68,7 +68,8 @@ export interface CreditState {
   readonly res: ServerResponse | undefined
 }
 
-const INFO = Symbol('creditgate.info')
+/** The credit view of each request a gate let through. */
+const INFO = new WeakMap<object, CreditInfo>()
 
 /** Credits charged on success, milli-credits. */
 export function chargeMilli(state: CreditState): number {
@@ -193,16 +194,17 @@ function setCost(state: CreditState, credits: number): void {
 }
 
 /**
- * Builds the frozen view a handler sees, and attaches it to the request. Plain assignments:
- * `Object.defineProperty` on a request would turn it into a slow dictionary object for every
- * middleware after this one.
+ * Builds the frozen view a handler sees, and attaches it to the request: `getCredits` finds it
+ * in a WeakMap (gone with the request), `req.credits` is a plain assignment. Each property
+ * added to a request costs about a microsecond under load (a new shape and a bigger property
+ * store for an object that already has dozens); `Object.defineProperty` would be worse, turning
+ * the request into a slow dictionary object for every middleware after this one.
  */
 export function attachCreditInfo(req: object, state: CreditState): CreditInfo {
   const info = new CallCredits(state)
-  const target = req as { [INFO]?: CreditInfo; credits?: CreditInfo }
-  target[INFO] = info
+  INFO.set(req, info)
   // `req.credits` is a convenience for plain JavaScript; TypeScript users call getCredits(req).
-  target.credits = info
+  ;(req as { credits?: CreditInfo }).credits = info
   return info
 }
 
@@ -214,5 +216,5 @@ export function attachCreditInfo(req: object, state: CreditState): CreditInfo {
  * @returns the details, or `undefined` when no credit gate let this request through
  */
 export function getCredits(req: object): CreditInfo | undefined {
-  return (req as { [INFO]?: CreditInfo })[INFO]
+  return INFO.get(req)
 }

@@ -356,6 +356,28 @@ describe.each(EXPRESS_VERSIONS)('creditGate on %s', (_name, factory) => {
       expect(getCredits({})).toBeUndefined()
     })
 
+    it('keeps getCredits(req) working when a later middleware reuses req.credits', async () => {
+      const { gate, redisLedger } = setup()
+      await redisLedger.openAccount('u', { type: 'registered' })
+      let seen: CreditInfo | undefined
+      const app = appWith(factory, (a) =>
+        a.get(
+          '/var',
+          gate('pro'),
+          (req, _res, next) => {
+            ;(req as Request & { credits?: unknown }).credits = 'the app uses this name too'
+            next()
+          },
+          (req, res) => {
+            seen = getCredits(req)
+            res.json({})
+          },
+        ),
+      )
+      await request(app).get('/var').set(ACCOUNT_HEADER, 'u')
+      expect(seen).toMatchObject({ accountId: 'u', tier: 'pro', cost: 5, remaining: 345 })
+    })
+
     it('shows the credit view read-only, with its fields in JSON and util.inspect, and a setCost that works destructured', async () => {
       const { gate, redisLedger } = setup()
       await redisLedger.openAccount('u', { type: 'registered' })
