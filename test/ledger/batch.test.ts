@@ -331,6 +331,30 @@ describe.each(BACKENDS.filter((b) => b !== 'mock'))(
       expect(await ledger.balance('p1')).toMatchObject({ available: 345, pending: 0 })
     })
 
+    it('sends multi-byte ids and endpoints byte-exact (the ledger writes these commands itself)', async () => {
+      const redis = autoPipelining()
+      const ledger = new RedisLedger({ redis, prefix: uniquePrefix() })
+      const ids = ['ünïcödé-用户-🎉', '🎉'.repeat(256), 'x'.repeat(256)]
+      const endpoint = `/ü/用户/🎉/${'e'.repeat(490)}`.slice(0, 200)
+      await Promise.all(ids.map((id) => ledger.openAccount(id, { type: 'registered' })))
+      // Concurrent, so that they travel as batches as well as alone.
+      const holds = await Promise.all(
+        ids.flatMap((id) => [1, 2, 3].map(() => ledger.reserve(id, 5, { endpoint }))),
+      )
+      await Promise.all(
+        holds.map((hold) => (hold.status === 'held' ? ledger.commit(hold.holdId) : undefined)),
+      )
+      for (const id of ids) {
+        expect(await ledger.balance(id)).toMatchObject({ available: 335, pending: 0 })
+        const { transactions } = await ledger.transactions(id)
+        expect(transactions.filter((e) => e.kind === 'charge').map((e) => e.endpoint)).toEqual([
+          endpoint,
+          endpoint,
+          endpoint,
+        ])
+      }
+    })
+
     it('keeps the balance exact under 91 concurrent reserves, and each caller its own reply', async () => {
       const redis = autoPipelining()
       const ledger = new RedisLedger({ redis, prefix: uniquePrefix() })
