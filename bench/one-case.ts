@@ -46,13 +46,24 @@ export interface OneCase {
   stop(): Promise<void>
 }
 
+/** What to start instead of what the command line says, and the server's extra environment. */
+export interface OneCaseOptions {
+  readonly kind?: string
+  readonly seconds?: number
+  readonly env?: Readonly<Record<string, string>>
+}
+
 /**
- * Reads `<case> [seconds]` from the command line and starts that case, with `accounts` accounts
- * opened first and `execArgv` added to the server's Node options.
+ * Starts one case (`<case> [seconds]` from the command line unless `options` names them), with
+ * `accounts` accounts opened first and `execArgv` added to the server's Node options.
  */
-export async function startOneCase(accounts: number, execArgv: readonly string[] = []) {
-  const kind = process.argv[2] ?? 'creditgate-header'
-  const seconds = Number(process.argv[3] ?? 6)
+export async function startOneCase(
+  accounts: number,
+  execArgv: readonly string[] = [],
+  options: OneCaseOptions = {},
+) {
+  const kind = options.kind ?? process.argv[2] ?? 'creditgate-header'
+  const seconds = options.seconds ?? Number(process.argv[3] ?? 6)
   if (!isCase(kind)) throw new Error(`unknown case ${kind}`)
   const redis = await startRedis()
   const client = new Redis(redis.url)
@@ -60,6 +71,7 @@ export async function startOneCase(accounts: number, execArgv: readonly string[]
   const port = await freePort()
   const child = fork(join('bench', 'server.ts'), [kind, String(port), redis.url], {
     execArgv: ['--import', 'tsx', ...execArgv],
+    env: { ...process.env, ...options.env },
   })
   await new Promise((resolve) => child.once('message', resolve))
   let i = 0

@@ -5,6 +5,7 @@
  *   tsx bench/server.ts <case> <port> <redisUrl>
  */
 import { createServer } from 'node:http'
+import { pathToFileURL } from 'node:url'
 
 import express, { type RequestHandler } from 'express'
 import { rateLimit } from 'express-rate-limit'
@@ -12,16 +13,31 @@ import { Redis } from 'ioredis'
 import { RedisStore } from 'rate-limit-redis'
 import { RateLimiterRedis } from 'rate-limiter-flexible'
 
-import { RedisLedger, createCreditGate, fromJwt } from 'creditgate'
+import type * as Creditgate from 'creditgate'
 
 import { JWT_SECRET, PREFIX, isCase, type AnyCase } from './cases'
+
+/**
+ * The library: BENCH_CREDITGATE names the dist/index.js of another build (bench/compare.ts runs
+ * two builds side by side); else this checkout's build.
+ */
+async function loadLibrary(): Promise<typeof Creditgate> {
+  const library = process.env['BENCH_CREDITGATE']
+  return (await import(
+    library === undefined ? 'creditgate' : pathToFileURL(library).href
+  )) as typeof Creditgate
+}
 
 function accountOf(req: { headers: Record<string, string | string[] | undefined> }): string {
   const id = req.headers['x-account-id']
   return typeof id === 'string' ? id : 'anonymous'
 }
 
-function gateFor(kind: AnyCase, redisUrl: string): RequestHandler | undefined {
+function gateFor(
+  kind: AnyCase,
+  redisUrl: string,
+  { RedisLedger, createCreditGate, fromJwt }: typeof Creditgate,
+): RequestHandler | undefined {
   switch (kind) {
     case 'bare':
       return undefined
@@ -166,13 +182,13 @@ function gateFor(kind: AnyCase, redisUrl: string): RequestHandler | undefined {
   }
 }
 
-export function main(): void {
+export async function main(): Promise<void> {
   const [kind = '', port, redisUrl = ''] = process.argv.slice(2)
   if (!isCase(kind)) throw new Error(`unknown case ${kind}`)
   const app = express()
   app.set('etag', false)
   app.set('x-powered-by', false)
-  const gate = gateFor(kind, redisUrl)
+  const gate = gateFor(kind, redisUrl, await loadLibrary())
   let served = 0
   const handler: RequestHandler = (req, res) => {
     res.on('finish', () => {
@@ -205,4 +221,4 @@ export function main(): void {
   })
 }
 
-main()
+void main()
