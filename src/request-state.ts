@@ -93,62 +93,36 @@ export function setCreditHeaders(res: ServerResponse, state: CreditState): void 
   if (remaining !== null) res.setHeader('X-Credits-Remaining', String(fromMilli(remaining)))
 }
 
-/**
- * The frozen view a handler sees. Every field is a getter on the prototype that reads the call's
- * state, so building one per request costs one small object (fields copied into the instance,
- * `Object.freeze` over them and a `setCost` closure cost about six times as much). `toJSON`
- * and the `util.inspect` hook show the plain fields.
- */
+/** The frozen view a handler sees; its getters read the call's live state. */
 class CallCredits implements CreditInfo {
+  readonly accountId: string
+  readonly accountType: string | undefined
+  readonly tier: string
+  readonly price: number
+  readonly holdId: string | undefined
+  readonly unlimited: boolean
+  readonly claims: Readonly<Record<string, unknown>> | undefined
   readonly #state: CreditState
 
   constructor(state: CreditState) {
     this.#state = state
+    this.accountId = state.accountId
+    this.accountType = state.accountType
+    this.tier = state.tier
+    this.price = fromMilli(state.priceMilli)
+    this.holdId = state.holdId
+    this.unlimited = state.unlimited
+    this.claims = state.claims
     Object.freeze(this)
-  }
-
-  get accountId(): string {
-    return this.#state.accountId
-  }
-
-  get accountType(): string | undefined {
-    return this.#state.accountType
-  }
-
-  get tier(): string {
-    return this.#state.tier
-  }
-
-  get price(): number {
-    return fromMilli(this.#state.priceMilli)
   }
 
   get cost(): number {
     return fromMilli(chargeMilli(this.#state))
   }
 
-  get holdId(): string | undefined {
-    return this.#state.holdId
-  }
-
   get remaining(): number | null {
     const milli = remainingMilli(this.#state)
     return milli === null ? null : fromMilli(milli)
-  }
-
-  get unlimited(): boolean {
-    return this.#state.unlimited
-  }
-
-  get claims(): Readonly<Record<string, unknown>> | undefined {
-    return this.#state.claims
-  }
-
-  /** A function bound to this call, so that `const { setCost } = getCredits(req)` works too. */
-  get setCost(): (credits: number) => void {
-    return (credits) => {
-      setCost(this.#state, credits)
-    }
   }
 
   /** The plain fields, with `cost` and `remaining` as they read now (for `res.json`, logs). */
@@ -166,30 +140,32 @@ class CallCredits implements CreditInfo {
     }
   }
 
-  /** `console.log` and `util.inspect` show the fields, not an empty object. */
+  /** `console.log` and `util.inspect` show `cost` and `remaining` too (they are getters). */
   [Symbol.for('nodejs.util.inspect.custom')](): Omit<CreditInfo, 'setCost'> {
     return this.toJSON()
   }
-}
 
-function setCost(state: CreditState, credits: number): void {
-  if (state.settled) {
-    throw new CreditArgumentError(
-      'ERR_CREDIT_INVALID_ARGUMENT',
-      'setCost was called after the response ended; call it before sending the response',
-    )
+  // An arrow function, so that `const { setCost } = getCredits(req)` works too.
+  readonly setCost = (credits: number): void => {
+    const state = this.#state
+    if (state.settled) {
+      throw new CreditArgumentError(
+        'ERR_CREDIT_INVALID_ARGUMENT',
+        'setCost was called after the response ended; call it before sending the response',
+      )
+    }
+    const milli = toMilli(credits, 'setCost credits')
+    if (milli > state.priceMilli) {
+      throw new CreditArgumentError(
+        'ERR_CREDIT_INVALID_AMOUNT',
+        `setCost credits must be at most the ${fromMilli(state.priceMilli)} credits this call is priced at, got ${describe(credits)}`,
+      )
+    }
+    // Unlimited, free and unmetered calls hold nothing: the lower cost only matters on paper.
+    if (state.holdId !== undefined && !state.unlimited) state.actualMilli = milli
+    const { res } = state
+    if (res !== undefined && !res.headersSent) setCreditHeaders(res, state)
   }
-  const milli = toMilli(credits, 'setCost credits')
-  if (milli > state.priceMilli) {
-    throw new CreditArgumentError(
-      'ERR_CREDIT_INVALID_AMOUNT',
-      `setCost credits must be at most the ${fromMilli(state.priceMilli)} credits this call is priced at, got ${describe(credits)}`,
-    )
-  }
-  // Unlimited, free and unmetered calls hold nothing: the lower cost only matters on paper.
-  if (state.holdId !== undefined && !state.unlimited) state.actualMilli = milli
-  const { res } = state
-  if (res !== undefined && !res.headersSent) setCreditHeaders(res, state)
 }
 
 /**
