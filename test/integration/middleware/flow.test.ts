@@ -378,11 +378,12 @@ describe.each(EXPRESS_VERSIONS)('creditGate on %s', (_name, factory) => {
       expect(seen).toMatchObject({ accountId: 'u', tier: 'pro', cost: 5, remaining: 345 })
     })
 
-    it('shows the credit view read-only, with its fields in JSON and util.inspect, and a setCost that works destructured', async () => {
+    it('shows the credit view read-only, with its fields in JSON, util.inspect and a spread, and a setCost that works destructured', async () => {
       const { gate, redisLedger } = setup()
       await redisLedger.openAccount('u', { type: 'registered' })
       let refused: unknown
       let shown = ''
+      let spread: object = {}
       const app = appWith(factory, (a) =>
         a.get('/batch', gate('pro'), (req, res) => {
           const info = getCredits(req)
@@ -392,6 +393,7 @@ describe.each(EXPRESS_VERSIONS)('creditGate on %s', (_name, factory) => {
             refused = error
           }
           shown = inspect(info)
+          spread = { ...info }
           const { setCost } = info ?? { setCost: undefined }
           setCost?.(2)
           res.json(info)
@@ -401,6 +403,7 @@ describe.each(EXPRESS_VERSIONS)('creditGate on %s', (_name, factory) => {
       expect(refused).toBeInstanceOf(TypeError)
       expect(shown).toContain("accountId: 'u'")
       expect(shown).toContain('remaining: 345')
+      expect(spread).toMatchObject({ accountId: 'u', tier: 'pro', price: 5, unlimited: false })
       expect(res.body).toMatchObject({
         accountId: 'u',
         tier: 'pro',
