@@ -69,20 +69,24 @@ async function startServer(
   return { child, port }
 }
 
-/** Stops a server gracefully: it settles what it served, reports its 2xx count, and exits. */
-async function stopServer(child: ChildProcess): Promise<number> {
-  const report = new Promise<number>((resolve) => {
+/**
+ * Stops a server gracefully: it settles what it served, reports its 2xx count and the calls its
+ * gate reported charged, and exits.
+ */
+async function stopServer(child: ChildProcess): Promise<{ served: number; charged: number }> {
+  const report = new Promise<{ served: number; charged: number }>((resolve) => {
     child.on('message', (message: unknown) => {
       if (typeof message === 'object' && message !== null && 'served' in message) {
-        resolve(Number(message.served))
+        const charged = 'charged' in message ? Number(message.charged) : 0
+        resolve({ served: Number(message.served), charged })
       }
     })
   })
   const exited = new Promise((resolve) => child.once('exit', resolve))
   child.send('stop')
-  const served = await report
+  const counts = await report
   await exited
-  return served
+  return counts
 }
 
 function load(
@@ -177,7 +181,7 @@ async function httpBench(redis: OwnedRedis): Promise<{ runs: Run[]; ledgerCheck:
         const cpuAfter = [cpuMs(child.pid), cpuMs(redisPid)] as const
         const perRequest = (i: 0 | 1) =>
           (1000 * (cpuAfter[i] - cpuBefore[i])) / Math.max(1, result.requests.total)
-        const served = await stopServer(child)
+        const { served, charged: chargedEvents } = await stopServer(child)
         const ok = result['2xx']
         const failed = result.non2xx
         runs.push({
@@ -196,7 +200,7 @@ async function httpBench(redis: OwnedRedis): Promise<{ runs: Run[]; ledgerCheck:
           const after = await settled(ledger)
           const charged = before.balance - after.balance
           ledgerCheck.push(
-            `${mix.name}, round ${round + 1}, ${kind}: the server sent ${served} 2xx responses, ${charged} credits were charged, ${failed + warm.non2xx} non-2xx were not, pending after settling: ${after.pending}${charged === served && after.pending === 0 ? '' : '  <-- MISMATCH'}`,
+            `${mix.name}, round ${round + 1}, ${kind}: the server sent ${served} 2xx responses and its gate reported ${chargedEvents} charged, ${charged} credits were charged, ${failed + warm.non2xx} non-2xx were not, pending after settling: ${after.pending}${charged === served && chargedEvents === served && after.pending === 0 ? '' : '  <-- MISMATCH'}`,
           )
         }
         console.log(
