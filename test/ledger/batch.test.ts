@@ -341,9 +341,9 @@ describe.each(BACKENDS.filter((b) => b !== 'mock'))(
       const holds = await Promise.all(
         ids.flatMap((id) => [1, 2, 3].map(() => ledger.reserve(id, 5, { endpoint }))),
       )
-      await Promise.all(
-        holds.map((hold) => (hold.status === 'held' ? ledger.commit(hold.holdId) : undefined)),
-      )
+      const held = holds.flatMap((hold) => (hold.status === 'held' ? [hold.holdId] : []))
+      expect(held).toHaveLength(9)
+      await Promise.all(held.map((holdId) => ledger.commit(holdId)))
       for (const id of ids) {
         expect(await ledger.balance(id)).toMatchObject({ available: 335, pending: 0 })
         const { transactions } = await ledger.transactions(id)
