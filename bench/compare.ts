@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 
 import { startOneCase } from './one-case'
-import { cpuMs } from './proc'
+import { medianRange } from './stats'
 
 interface Options {
   readonly refs: readonly string[]
@@ -72,32 +72,13 @@ async function measure(kind: string, seconds: number, library?: string): Promise
     env: library === undefined ? {} : { BENCH_CREDITGATE: library },
   })
   try {
-    const redisPid = Number(/process_id:(\d+)/.exec(await one.client.info('server'))?.[1])
     await one.load(1)
-    const before = [cpuMs(one.child.pid), cpuMs(redisPid)] as const
-    const result = await one.load()
-    const after = [cpuMs(one.child.pid), cpuMs(redisPid)] as const
-    const total = Math.max(1, result.requests.total)
-    return {
-      rps: result.requests.average,
-      serverUs: (1000 * (after[0] - before[0])) / total,
-      redisUs: (1000 * (after[1] - before[1])) / total,
-    }
+    const { result, serverUs, redisUs } = await one.measure()
+    return { rps: result.requests.average, serverUs, redisUs }
   } finally {
     await one.stop()
   }
 }
-
-const median = (values: readonly number[]): number => {
-  const sorted = [...values].sort((a, b) => a - b)
-  const mid = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1
-    ? (sorted[mid] ?? 0)
-    : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2
-}
-
-const spread = (values: readonly number[], digits = 0): string =>
-  `${median(values).toFixed(digits)} (${Math.min(...values).toFixed(digits)}–${Math.max(...values).toFixed(digits)})`
 
 async function main(): Promise<void> {
   const { refs, kind, rounds, seconds } = parseArgs(process.argv.slice(2))
@@ -122,16 +103,17 @@ async function main(): Promise<void> {
     console.log(
       `\n${kind}, ${rounds} interleaved rounds of ${seconds} s: median (min–max)\n\n| build | req/s | × bare | server CPU µs/req | Redis CPU µs/req |\n| --- | --- | --- | --- | --- |`,
     )
+    const fixed = (digits: number) => (n: number) => n.toFixed(digits)
     for (const { ref } of variants) {
       const s = samples.get(ref) ?? []
       const ratio = ratios.get(ref)
       console.log(
-        `| ${ref} | ${spread(s.map((x) => x.rps))} | ${ratio === undefined ? '1' : spread(ratio, 3)} | ${spread(
+        `| ${ref} | ${medianRange(s.map((x) => x.rps))} | ${ratio === undefined ? '1' : medianRange(ratio, fixed(3))} | ${medianRange(
           s.map((x) => x.serverUs),
-          1,
-        )} | ${spread(
+          fixed(1),
+        )} | ${medianRange(
           s.map((x) => x.redisUs),
-          1,
+          fixed(1),
         )} |`,
       )
     }

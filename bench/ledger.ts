@@ -9,6 +9,7 @@ import { Redis } from 'ioredis'
 import { RedisLedger } from 'creditgate'
 
 import type { OwnedRedis } from '../test/setup/redis-server'
+import { median } from './stats'
 
 export interface LedgerFigures {
   /** How the figures were measured, for the results file. */
@@ -132,15 +133,14 @@ export async function ledgerFigures(server: OwnedRedis): Promise<LedgerFigures> 
     }
   }
   for (const [i, c] of configs.entries()) {
-    const sorted = [...(rates[i] ?? [])].sort((a, b) => a - b)
-    const median = sorted[Math.floor(sorted.length / 2)] ?? Number.NaN
+    const rate = rates[i] ?? []
     const batching =
       'batchSize' in c
         ? `, batchSize ${c.batchSize}${c.batchSize === 1 ? ' (batching off)' : ''}`
         : ''
     rows.push([
       `reserve+commit pairs/s, ${c.inFlight === 1 ? 'sequential' : `${c.inFlight} in flight`}, auto-pipelining ${c.autoPipelining ? 'on' : 'off'}${batching}`,
-      `${fmt(median)} pairs/s (${fmt(sorted[0] ?? Number.NaN)}–${fmt(sorted.at(-1) ?? Number.NaN)}; ${fmt(median * 2)} operations/s)`,
+      `${fmt(median(rate))} pairs/s (${fmt(Math.min(...rate))}–${fmt(Math.max(...rate))}; ${fmt(median(rate) * 2)} operations/s)`,
     ])
     console.log(rows.at(-1)?.join(': '))
   }

@@ -12,6 +12,7 @@ import { RedisLedger } from 'creditgate'
 
 import { freePort, startRedis, type OwnedRedis } from '../test/setup/redis-server'
 import { PREFIX, isCase, type AnyCase } from './cases'
+import { cpuMs } from './proc'
 
 /**
  * The ledger of the benchmark's accounts `acct-0` … `acct-<count - 1>`, opened with a billion
@@ -42,8 +43,21 @@ export interface OneCase {
   readonly child: ChildProcess
   /** Sends `seconds` of load (or `duration`), each request from the next of the accounts. */
   load(duration?: number): Promise<autocannon.Result>
+  /**
+   * Sends `seconds` of load and reports, with autocannon's result, the CPU time (user + system,
+   * every thread, from /proc) the server, Redis and this load generator spent per request, µs.
+   */
+  measure(): Promise<Measured>
   /** Stops the server (it exits, writing a --cpu-prof profile if asked) and Redis. */
   stop(): Promise<void>
+}
+
+/** One measured load: autocannon's result and CPU µs per request of each process. */
+export interface Measured {
+  readonly result: autocannon.Result
+  readonly serverUs: number
+  readonly redisUs: number
+  readonly loaderUs: number
 }
 
 /** What to start instead of what the command line says, and the server's extra environment. */
@@ -74,6 +88,8 @@ export async function startOneCase(
     env: { ...process.env, ...options.env },
   })
   await new Promise((resolve) => child.once('message', resolve))
+  const redisPid = Number(/process_id:(\d+)/.exec(await client.info('server'))?.[1])
+  const pids = [child.pid, redisPid, process.pid] as const
   let i = 0
   const one: OneCase = {
     kind,
@@ -81,6 +97,14 @@ export async function startOneCase(
     redis,
     client,
     child,
+    measure: async () => {
+      const before = pids.map(cpuMs)
+      const result = await one.load()
+      const after = pids.map(cpuMs)
+      const perRequest = (k: number) =>
+        (1000 * ((after[k] ?? 0) - (before[k] ?? 0))) / Math.max(1, result.requests.total)
+      return { result, serverUs: perRequest(0), redisUs: perRequest(1), loaderUs: perRequest(2) }
+    },
     load: (duration = seconds) =>
       autocannon({
         url: `http://127.0.0.1:${port}`,

@@ -25,6 +25,7 @@ import { ledgerFigures, type LedgerFigures } from './ledger'
 import { CASES, JWT_SECRET, type Case } from './cases'
 import { openBenchAccounts } from './one-case'
 import { cpuMs } from './proc'
+import { median, medianRange } from './stats'
 
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3)
 const DURATION = Number(process.env['BENCH_DURATION'] ?? 8)
@@ -152,14 +153,6 @@ function redisVersion(): string {
     .join(' ')
 }
 
-const median = (values: readonly number[]): number => {
-  const sorted = [...values].sort((a, b) => a - b)
-  const mid = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1
-    ? (sorted[mid] ?? 0)
-    : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2
-}
-
 async function httpBench(redis: OwnedRedis): Promise<{ runs: Run[]; ledgerCheck: string[] }> {
   const client = new Redis(redis.url)
   const ledger = await openBenchAccounts(client, ACCOUNTS)
@@ -229,7 +222,7 @@ function httpTable(runs: readonly Run[]): string {
       const rps = rs.map((r) => r.rps)
       const p99 = median(rs.map((r) => r.p99))
       lines.push(
-        `| ${kind} | ${median(rps).toFixed(0)} (${Math.min(...rps).toFixed(0)}–${Math.max(...rps).toFixed(0)}) | ${(median(rps) / bare).toFixed(3)} | ${median(rs.map((r) => r.p50))} | ${p99} | ${(p99 / bareP99).toFixed(2)} | ${rs.reduce((s, r) => s + r.failed, 0)} | ${rs.reduce((s, r) => s + r.errors, 0)} | ${median(rs.map((r) => r.serverUs)).toFixed(0)} | ${median(rs.map((r) => r.redisUs)).toFixed(0)} |`,
+        `| ${kind} | ${medianRange(rps)} | ${(median(rps) / bare).toFixed(3)} | ${median(rs.map((r) => r.p50))} | ${p99} | ${(p99 / bareP99).toFixed(2)} | ${rs.reduce((s, r) => s + r.failed, 0)} | ${rs.reduce((s, r) => s + r.errors, 0)} | ${median(rs.map((r) => r.serverUs)).toFixed(0)} | ${median(rs.map((r) => r.redisUs)).toFixed(0)} |`,
       )
     }
   }
