@@ -328,5 +328,11 @@ export function redisGates(ledgerDefaults: Omit<RedisLedgerOptions, 'redis'> = {
     clients.push(client)
     return client
   }
-  return Object.assign(setup, { track })
+  /** As a call of the gates, with account `u` open (the 350 signup credits of `registered`). */
+  const withAccount = async (options: Partial<CreditGateOptions<string>> = {}) => {
+    const made = setup(options)
+    await made.redisLedger.openAccount('u', { type: 'registered' })
+    return made
+  }
+  return Object.assign(setup, { track, withAccount })
 }

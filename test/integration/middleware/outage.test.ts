@@ -10,7 +10,6 @@ import {
   RedisLedger,
   createCreditGate,
   getCredits,
-  type CreditGateOptions,
   type CreditInfo,
   type ReserveResult,
 } from '../../../src/index'
@@ -29,13 +28,8 @@ import { uniquePrefix } from '../../helpers/redis'
 import { startRedis } from '../../setup/redis-server'
 
 const gates = redisGates()
-
 /** A gate on Redis whose account `u` is open with the 350 signup credits of `registered`. */
-async function setup(options: Partial<CreditGateOptions<string>> = {}) {
-  const made = gates(options)
-  await made.redisLedger.openAccount('u', { type: 'registered' })
-  return made
-}
+const setup = gates.withAccount
 
 const UNAVAILABLE_BODY = {
   success: false,

@@ -4,7 +4,7 @@ import { Socket } from 'node:net'
 import type { Express, RequestHandler } from 'express'
 import request from 'supertest'
 
-import { CreditStoreError, type CreditGateOptions, type ReserveResult } from '../../../src/index'
+import { CreditStoreError, type ReserveResult } from '../../../src/index'
 import {
   ACCOUNT_HEADER,
   EXPRESS_VERSIONS,
@@ -19,13 +19,8 @@ import {
 // each caller gets; they never measure how long anything took.
 
 const gates = redisGates()
-
 /** A gate on Redis whose account `u` is open with the 350 signup credits of `registered`. */
-async function setup(options: Partial<CreditGateOptions<string>> = {}) {
-  const made = gates(options)
-  await made.redisLedger.openAccount('u', { type: 'registered' })
-  return made
-}
+const setup = gates.withAccount
 
 /** A reserve that never answers: the ledger took the call and went silent. */
 const never = (): Promise<ReserveResult> => new Promise<ReserveResult>(() => undefined)
