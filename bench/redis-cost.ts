@@ -122,8 +122,9 @@ async function main(): Promise<void> {
       )
       return all.length
     }
-    // Warm-up: every script is sent once by EVAL and compiled before counting starts.
-    await reserveAll(callers * 4)
+    // Warm-up: every script is sent once by EVAL and compiled before counting starts, and every
+    // account has settled a call, as in a server's steady state (its usage periods exist).
+    await reserveAll(Math.ceil(ACCOUNTS / callers) * callers)
     await settleAll()
     control('-i', 'on')
     await reserveAll(pairs)

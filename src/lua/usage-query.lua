@@ -16,8 +16,9 @@
   ARGV[8] keepMonths   retention of monthly periods, ms
 
   Returns {'OK', truncated ('1'|'0'), name1, value1, ...}   names <g><start>:<endpoint>, values
-            requests|credits|refunds|latencySum|latencyCount (see analytics.lua); at most 3000
-            periods (truncated '1' when there were more)
+            requests|credits|refunds|latencySum|latencyCount (see analytics.lua), days and
+            months with their hours not yet folded added; at most 3000 stored periods and 3000
+            hours not yet folded (truncated '1' when there were more)
         | {'NO_ACCOUNT'}
         | {'INVALID', code, reason}
 ]]
@@ -65,13 +66,37 @@ if from < to then
       wanted[#wanted + 1] = names[i]
     end
   end
+  -- Days and months: what their hours not yet folded add (analytics.lua).
+  local extra = { names = {} }
+  if g ~= 'h' then
+    local more
+    extra, more = unfolded(g, 3000)
+    if more then
+      out[2] = '1'
+    end
+  end
   if #wanted > 0 then
     local values = redis.call('HMGET', U.usage, unpack(wanted))
     for i = 1, #wanted do
-      if type(values[i]) == 'string' then
-        out[#out + 1] = wanted[i]
+      local name = wanted[i]
+      local add = extra[name]
+      if add then
+        extra[name] = nil
+        out[#out + 1] = name
+        out[#out + 1] = plus(values[i], add)
+      elseif type(values[i]) == 'string' then
+        out[#out + 1] = name
         out[#out + 1] = values[i]
       end
+    end
+  end
+  -- Periods that only hours not yet folded have counted so far.
+  local low = g .. pad16(from)
+  local high = g .. pad16(to)
+  for _, name in ipairs(extra.names) do
+    if extra[name] and name >= low and name < high and (endpoint == '' or string.sub(name, 19) == endpoint) then
+      out[#out + 1] = name
+      out[#out + 1] = plus(nil, extra[name])
     end
   end
 end

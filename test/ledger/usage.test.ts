@@ -1,10 +1,85 @@
 import { randomBytes } from 'node:crypto'
 
-import { CreditConfigError, RedisLedger } from '../../src/index'
+import fc from 'fast-check'
+
+import { CreditConfigError, RedisLedger, type UsageGranularity } from '../../src/index'
 import { accountKeys } from '../../src/ledger/keys'
+import { periodStart } from '../../src/ledger/usage'
 import { BACKENDS, TestClock, makeLedger, realRedis, type Backend } from '../helpers/redis'
 import { countingClient, snapshot } from '../helpers/snapshot'
 import { DAY, HOUR, at, expectCode, spend } from './helpers'
+
+const SEED = Number(process.env['FC_SEED'] ?? Date.now() % 2 ** 31)
+const RUNS: Record<Backend, number> = { redis: 30, mock: 8, cluster: 12 }
+
+/** One counted call of the usage model. */
+interface Call {
+  at: number
+  endpoint: string
+  milli: number
+  refund: number
+  latency: number | null
+}
+
+/** What `usage` must report for these calls: per period of the range, and per endpoint. */
+function expectedUsage(calls: readonly Call[], g: UsageGranularity, starts: readonly number[]) {
+  const tally = (of: readonly Call[]) => {
+    const latencies = of.flatMap((c) => (c.latency === null ? [] : [c.latency]))
+    return {
+      requests: of.length,
+      milli: of.reduce((sum, c) => sum + c.milli, 0),
+      refunds: of.reduce((sum, c) => sum + c.refund, 0),
+      avgLatencyMs:
+        latencies.length === 0
+          ? null
+          : Math.round((latencies.reduce((a, b) => a + b, 0) / latencies.length) * 10) / 10,
+    }
+  }
+  const inRange = calls.filter((c) => starts.includes(periodStart(g, c.at)))
+  const endpoints = [...new Set(inRange.map((c) => c.endpoint))].sort()
+  return {
+    series: starts.map((start) => tally(calls.filter((c) => periodStart(g, c.at) === start))),
+    endpoints: endpoints.map((endpoint) => ({
+      endpoint,
+      ...tally(inRange.filter((c) => c.endpoint === endpoint)),
+    })),
+  }
+}
+
+/** A usage report in the model's terms (credits as milli-credits, endpoints by name). */
+function reported(report: {
+  series: readonly {
+    requests: number
+    credits: number
+    refunds: number
+    avgLatencyMs: number | null
+  }[]
+  endpoints: readonly {
+    endpoint: string
+    requests: number
+    credits: number
+    refunds: number
+    avgLatencyMs: number | null
+  }[]
+}) {
+  const counters = (p: {
+    requests: number
+    credits: number
+    refunds: number
+    avgLatencyMs: number | null
+  }) => ({
+    requests: p.requests,
+    milli: Math.round(p.credits * 1000),
+    refunds: p.refunds,
+    avgLatencyMs: p.avgLatencyMs,
+  })
+  return {
+    series: report.series.map(counters),
+    endpoints: [...report.endpoints]
+      .sort((a, b) => (a.endpoint < b.endpoint ? -1 : 1))
+      .map((e) => ({ endpoint: e.endpoint, ...counters(e) })),
+  }
+}
 
 describe.each(BACKENDS)('usage analytics on %s', (backend: Backend) => {
   const open: { quit(): Promise<unknown> }[] = []
@@ -209,7 +284,8 @@ describe.each(BACKENDS)('usage analytics on %s', (backend: Backend) => {
     }
     // At most 2 endpoints × (2 hours + 4 days + 3 months) of periods, whatever the age.
     expect(most).toBeLessThanOrEqual(2 * (2 + 4 + 3))
-    expect(await redis.hlen(k.usage)).toBe(await redis.zcard(k.usageIndex))
+    // Every counter is indexed; the one field more is the watermark of folded hours.
+    expect(await redis.hlen(k.usage)).toBe((await redis.zcard(k.usageIndex)) + 1)
     const days = await ledger.usage('long', {
       from: clock.now - 10 * DAY,
       to: clock.now,
@@ -219,6 +295,147 @@ describe.each(BACKENDS)('usage analytics on %s', (backend: Backend) => {
     expect(days.series.filter((p) => p.requests > 0).length).toBeLessThanOrEqual(4)
     expect(days.series.slice(0, 6).every((p) => p.requests === 0)).toBe(true)
   }, 120_000)
+
+  it(`reads every day and month as the sum of its hours, before and after they are folded in, across hour, day and month ends and a clock that goes back (fast-check seed ${SEED})`, async () => {
+    console.log(`usage folding on ${backend}: fast-check seed ${SEED} (rerun with FC_SEED=${SEED})`)
+    const { ledger, clock } = setup({
+      // Nothing falls out of retention within a run: what is read is what was counted.
+      usageRetention: { day: 400 * DAY, month: 100 * 365 * DAY },
+    })
+    const step = fc.record({
+      kind: fc.constantFrom('record', 'commit', 'release'),
+      endpoint: fc.constantFrom('/a', '/b/:id', '/ü'),
+      latency: fc.option(fc.nat(900), { nil: null }),
+      cost: fc.integer({ min: 1, max: 9000 }),
+      // Mostly within the hour; sometimes to a later hour or day; sometimes back (app servers'
+      // clocks differ), never more than an hour.
+      advance: fc.oneof(
+        { weight: 4, arbitrary: fc.integer({ min: 0, max: 20 * 60_000 }) },
+        { weight: 2, arbitrary: fc.integer({ min: HOUR / 2, max: 3 * HOUR }) },
+        { weight: 1, arbitrary: fc.integer({ min: 20 * HOUR, max: 4 * DAY }) },
+        { weight: 1, arbitrary: fc.integer({ min: -HOUR + 1, max: -1 }) },
+      ),
+    })
+    let run = 0
+    await fc.assert(
+      fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 30 }), async (steps) => {
+        run += 1
+        const id = `fold-${run}`
+        clock.now = at('2026-01-31T22:40:00Z') // an hour, a day and a month end ahead
+        await ledger.openAccount(id, { type: 'registered' })
+        await ledger.grant(id, { amount: 1_000_000, source: 'test', idempotencyKey: `${id}:g` })
+        const calls: Call[] = []
+        const check = async () => {
+          for (const [g, from, to] of [
+            ['hour', clock.now - 30 * HOUR, clock.now + HOUR],
+            ['day', at('2026-01-30T00:00:00Z'), clock.now + DAY],
+            ['month', at('2026-01-01T00:00:00Z'), clock.now + DAY],
+          ] as const) {
+            const report = await ledger.usage(id, { from, to, granularity: g })
+            const starts = report.series.map((p) => p.start)
+            expect(reported(report)).toEqual(expectedUsage(calls, g, starts))
+          }
+        }
+        for (const s of steps) {
+          clock.advance(s.advance)
+          const latency = s.latency === null ? {} : { latencyMs: s.latency }
+          if (s.kind === 'record') {
+            await ledger.recordUsage(id, { endpoint: s.endpoint, ...latency })
+            calls.push({
+              at: clock.now,
+              endpoint: s.endpoint,
+              milli: 0,
+              refund: 0,
+              latency: s.latency,
+            })
+          } else {
+            const hold = await held(ledger, id, s.cost / 1000, s.endpoint)
+            if (s.kind === 'commit') await ledger.commit(hold, latency)
+            else await ledger.release(hold, latency)
+            calls.push({
+              at: clock.now,
+              endpoint: s.endpoint,
+              milli: s.kind === 'commit' ? s.cost : 0,
+              refund: s.kind === 'commit' ? 0 : 1,
+              latency: s.latency,
+            })
+          }
+          await check()
+        }
+      }),
+      { seed: SEED, numRuns: RUNS[backend] },
+    )
+  }, 240_000)
+
+  it('counts a call in an hour already counted by rewriting that hour alone; its day and month take it when a later hour begins', async () => {
+    const { ledger, clock, redis, prefix } = setup()
+    await ledger.openAccount('w', { type: 'registered' })
+    const k = accountKeys(prefix, 'w')
+    await ledger.recordUsage('w', { endpoint: '/a', latencyMs: 4 })
+    const before = await redis.hgetall(k.usage)
+    await ledger.recordUsage('w', { endpoint: '/a', latencyMs: 6 })
+    const after = await redis.hgetall(k.usage)
+    const hour = `h${String(at('2026-01-15T12:00:00Z')).padStart(16, '0')}:/a`
+    const day = `d${String(at('2026-01-15T00:00:00Z')).padStart(16, '0')}:/a`
+    const month = `m${String(at('2026-01-01T00:00:00Z')).padStart(16, '0')}:/a`
+    expect(Object.keys(after).filter((f) => after[f] !== before[f])).toEqual([hour])
+    expect(after[hour]).toBe('2|0|0|10|2')
+    expect(after[day]).toBeUndefined()
+    clock.advance(HOUR)
+    await ledger.recordUsage('w', { endpoint: '/a' })
+    const folded = await redis.hgetall(k.usage)
+    expect([folded[day], folded[month]]).toEqual(['2|0|0|10|2', '2|0|0|10|2'])
+    expect(
+      (
+        await ledger.usage('w', {
+          from: at('2026-01-15T00:00:00Z'),
+          to: at('2026-01-16T00:00:00Z'),
+          granularity: 'day',
+        })
+      ).totals,
+    ).toEqual({ requests: 3, credits: 0, refunds: 0, avgLatencyMs: 5 })
+  })
+
+  it('keeps the counts written before hours were folded lazily (each call in its hour, day and month), without counting them twice', async () => {
+    const { ledger, clock, redis, prefix } = setup()
+    await ledger.openAccount('old', { type: 'registered' })
+    const k = accountKeys(prefix, 'old')
+    const pad = (t: number) => String(t).padStart(16, '0')
+    // Two calls on /a this hour and one on /c yesterday, as the earlier layout wrote them.
+    const legacy: Record<string, string> = {
+      [`h${pad(at('2026-01-15T12:00:00Z'))}:/a`]: '2|3000|0|8|2',
+      [`d${pad(at('2026-01-15T00:00:00Z'))}:/a`]: '2|3000|0|8|2',
+      [`m${pad(at('2026-01-01T00:00:00Z'))}:/a`]: '2|3000|0|8|2',
+      [`h${pad(at('2026-01-14T09:00:00Z'))}:/c`]: '1|0|1|0|0',
+      [`d${pad(at('2026-01-14T00:00:00Z'))}:/c`]: '1|0|1|0|0',
+      [`m${pad(at('2026-01-01T00:00:00Z'))}:/c`]: '1|0|1|0|0',
+    }
+    await redis.hset(k.usage, legacy)
+    await redis.zadd(k.usageIndex, ...Object.keys(legacy).flatMap((name) => ['0', name]))
+    await ledger.recordUsage('old', { endpoint: '/b' })
+    await ledger.recordUsage('old', { endpoint: '/a' })
+    clock.advance(HOUR)
+    await ledger.recordUsage('old', { endpoint: '/a' })
+    const byEndpoint = async (granularity: UsageGranularity, from: string, to: string) =>
+      Object.fromEntries(
+        (await ledger.usage('old', { from: at(from), to: at(to), granularity })).endpoints.map(
+          (e) => [e.endpoint, e.requests],
+        ),
+      )
+    expect(await byEndpoint('hour', '2026-01-15T12:00:00Z', '2026-01-15T13:00:00Z')).toEqual({
+      '/a': 3,
+      '/b': 1,
+    })
+    expect(await byEndpoint('day', '2026-01-15T00:00:00Z', '2026-01-16T00:00:00Z')).toEqual({
+      '/a': 4,
+      '/b': 1,
+    })
+    expect(await byEndpoint('month', '2026-01-01T00:00:00Z', '2026-02-01T00:00:00Z')).toEqual({
+      '/a': 4,
+      '/b': 1,
+      '/c': 1,
+    })
+  })
 
   it('validates the usageRetention option at construction', () => {
     const { redis } = setup()
