@@ -428,6 +428,34 @@ describe.each(BACKENDS)('RedisLedger contract on %s', (backend: Backend) => {
       })
     })
 
+    it('voids each hold at its own deadline, whichever earlier or later holds were settled or reserved since', async () => {
+      const clock = new TestClock()
+      const { ledger, redis, prefix } = setup({ clock: clock.read, holdMs: 30_000 })
+      await ledger.openAccount('u13', { type: 'registered' })
+      const reserve = async (cost: number) => {
+        const hold = await ledger.reserve('u13', cost, { endpoint: '/x' })
+        if (hold.status !== 'held') throw new Error('not held')
+        return hold.holdId
+      }
+      const first = await reserve(1) // due at 30 s
+      clock.advance(10_000)
+      await reserve(2) // due at 40 s
+      clock.advance(10_000)
+      await ledger.commit(first) // its deadline moves a day on, where the outcome is forgotten
+      clock.advance(15_000) // 35 s: the first deadline has passed, the second has not
+      expect(await ledger.balance('u13')).toMatchObject({ pending: 2, available: 347 })
+      const third = await reserve(4) // due at 65 s
+      clock.advance(5_000) // 40 s
+      expect(await ledger.balance('u13')).toMatchObject({ pending: 4, available: 345 })
+      clock.advance(25_000) // 65 s
+      expect(await ledger.balance('u13')).toMatchObject({ pending: 0, available: 349 })
+      expect(await ledger.commit(third)).toMatchObject({ outcome: 'expired', replayed: true })
+      clock.advance(DAY)
+      // Outcomes are forgotten after their retention (10 minutes), at the next touch.
+      expect(await ledger.balance('u13')).toMatchObject({ balance: 349, pending: 0 })
+      expect(await redis.hlen(accountKeys(prefix, 'u13').holds)).toBe(0)
+    })
+
     it('refuses malformed hold ids and reports unknown ones', async () => {
       const { ledger } = setup()
       await ledger.openAccount('u13', { type: 'registered' })
