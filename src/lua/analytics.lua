@@ -63,7 +63,7 @@ end
 local function watermark(value)
   -- A missing field reads false on Redis and a null userdata on ioredis-mock.
   if type(value) == 'string' then
-    return tonumber(value) + 0.0
+    return value + 0.0
   end
   return nil
 end
@@ -73,7 +73,7 @@ local function counts(value)
   if type(value) == 'string' then
     local a, b, c, d, e = string.match(value, '^(%d+)|(%d+)|(%d+)|(%d+)|(%d+)$')
     if a then
-      return tonumber(a) + 0.0, tonumber(b) + 0.0, tonumber(c) + 0.0, tonumber(d) + 0.0, tonumber(e) + 0.0
+      return a + 0.0, b + 0.0, c + 0.0, d + 0.0, e + 0.0
     end
   end
   return 0.0, 0.0, 0.0, 0.0, 0.0
@@ -123,7 +123,7 @@ end
 
 -- The day and month names an hour's counter is folded into, by its name h<start>:<endpoint>.
 local function foldTargets(hourName)
-  local start = tonumber(string.sub(hourName, 2, 17)) + 0.0
+  local start = (string.sub(hourName, 2, 17)) + 0.0
   local rest = string.sub(hourName, 18)
   return 'd' .. pad16(periodOf('d', start)) .. rest, 'm' .. pad16(periodOf('m', start)) .. rest
 end

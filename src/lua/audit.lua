@@ -52,12 +52,12 @@ for i = #list, 1, -1 do
   if not seq then
     broken(prevSeq or 0, 'f', 0, 0)
   else
-    seq = tonumber(seq) + 0.0
-    amount = tonumber(amount) + 0.0
+    seq = seq + 0.0
+    amount = amount + 0.0
     if sign == '-' then
       amount = -amount
     end
-    after = tonumber(after) + 0.0
+    after = after + 0.0
     if prevSeq == nil then
       firstSeq = seq
       start = after - amount

@@ -5,6 +5,9 @@
   Portability: the same code runs on Redis (Lua 5.1, doubles) and on ioredis-mock (Lua 5.3 in
   JS, 32-bit integers, no cjson, tables returned only when built by a constructor). So:
   - every number is made a float (`+ 0.0`): exact up to 2^53, no 32-bit wrap-around;
+  - a string known to hold digits (matched by a pattern, or written by these scripts) becomes a
+    number by that same `+ 0.0`, which parses it once; tonumber() parses it twice (strtod is
+    6 % of a settlement's instructions when every number went through tonumber);
   - numbers leave Lua only through F(), never tostring() or `..` (which print 1e+15 or 5.0);
   - replies are built by table constructors, or `{unpack(t)}`;
   - reply errors are status words ({'INVALID', code, reason}), not redis.error_reply.
@@ -60,7 +63,7 @@ local function uint(s)
   if type(s) ~= 'string' or #s == 0 or #s > 16 or not string.match(s, '^%d+$') then
     return nil
   end
-  local n = tonumber(s) + 0.0
+  local n = s + 0.0
   if n > MAX_SAFE then
     n = false
   end
@@ -82,7 +85,7 @@ local function clock(arg)
   end
   if not timeNow then
     local t = redis.call('TIME')
-    timeNow = tonumber(t[1]) * 1000.0 + math.floor(tonumber(t[2]) / 1000)
+    timeNow = t[1] * 1000.0 + math.floor(t[2] / 1000)
   end
   return timeNow
 end
@@ -187,7 +190,7 @@ local function load()
     local name = flat[i]
     local exp, source = string.match(name, '^b(%d+):(.+)$')
     if exp then
-      local b = { name = name, exp = tonumber(exp) + 0.0, source = source, amount = tonumber(flat[i + 1]) + 0.0 }
+      local b = { name = name, exp = exp + 0.0, source = source, amount = flat[i + 1] + 0.0 }
       A.buckets[#A.buckets + 1] = b
       A.byName[name] = b
     else
@@ -195,8 +198,8 @@ local function load()
     end
   end
   table.sort(A.buckets, bucketOrder)
-  A.pending = tonumber(A.f.pe or '0') + 0.0
-  A.seq = tonumber(A.f.sq or '0') + 0.0
+  A.pending = (A.f.pe or '0') + 0.0
+  A.seq = (A.f.sq or '0') + 0.0
   return A
 end
 
@@ -236,12 +239,12 @@ local function subscription(A)
     if plan then
       A.sub = {
         plan = plan,
-        monthly = tonumber(monthly) + 0.0,
+        monthly = monthly + 0.0,
         rollover = rollover == '1',
-        anchor = tonumber(anchor) + 0.0,
-        n = tonumber(n) + 0.0,
-        ends = tonumber(ends) + 0.0,
-        allowance = tonumber(allowance) + 0.0,
+        anchor = anchor + 0.0,
+        n = n + 0.0,
+        ends = ends + 0.0,
+        allowance = allowance + 0.0,
       }
       A.sub.next = addMonths(A.sub.anchor, A.sub.n)
     end
@@ -357,10 +360,10 @@ local function parseHold(rec)
     return nil
   end
   return {
-    held = tonumber(held) + 0.0,
-    expiresAt = tonumber(expiresAt) + 0.0,
+    held = held + 0.0,
+    expiresAt = expiresAt + 0.0,
     alloc = alloc,
-    nominal = tonumber(nominal) + 0.0,
+    nominal = nominal + 0.0,
     endpoint = endpoint,
   }
 end
@@ -374,7 +377,7 @@ local function giveBack(A, name, amount)
   end
   A.pending = A.pending - amount
   local exp, source = string.match(name, '^b(%d+):(.+)$')
-  exp = tonumber(exp) + 0.0
+  exp = exp + 0.0
   if exp ~= 0 and exp <= at() then
     local target = nil
     if source == SUB then
@@ -400,7 +403,7 @@ local function resolveHold(A, hold, charge, endpoint)
   local toCharge = charge
   local returned = 0.0
   for name, amount in string.gmatch(hold.alloc, '([^,=]+)=(%d+)') do
-    amount = tonumber(amount) + 0.0
+    amount = amount + 0.0
     local take = amount
     if take > toCharge then
       take = toCharge
@@ -431,7 +434,7 @@ local function maintain(A)
       event = 'refresh'
     end
     if h < #due then
-      local deadline = tonumber(due[h + 1]) + 0.0
+      local deadline = due[h + 1] + 0.0
       if deadline < t then
         t = deadline
         event = 'hold'

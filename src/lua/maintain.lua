@@ -45,7 +45,7 @@ local expired = 0.0
 for i = 1, #A.log do
   local kind, amount = string.match(A.log[i], '^[^|]*|[^|]*|([^|]*)|%-?(%d+)|')
   if kind == 'expire' then
-    expired = expired + tonumber(amount)
+    expired = expired + amount
   end
 end
 if changed(A) then
