@@ -111,7 +111,12 @@ export class ScriptBatcher {
     this.#segments = []
     this.#lastOf.clear()
     this.#openOf.clear()
-    for (const segment of segments) this.#send(segment)
+    const sendAll = (): void => {
+      for (const segment of segments) this.#send(segment)
+    }
+    // Several scripts (reserves and settlements, say): one write to the socket, not one each.
+    if (segments.length > 1) this.#runner.corked(sendAll)
+    else sendAll()
   }
 
   #track(reply: Promise<unknown>): Promise<unknown> {

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import type { Socket } from 'node:net'
 
 import calculateSlot from 'cluster-key-slot'
 import { Cluster, Redis } from 'ioredis'
@@ -390,6 +391,47 @@ describe.each(BACKENDS.filter((b) => b !== 'mock'))(
     })
   },
 )
+
+describe('the socket writes of an auto-pipelining Redis client', () => {
+  it('sends the reserves and settlements that one turn queued in one write, not one each', async () => {
+    const redis = new Redis(redisUrl(), { enableAutoPipelining: true })
+    try {
+      const ledger = new RedisLedger({ redis, prefix: uniquePrefix() })
+      await ledger.openAccount('w1', { type: 'registered' })
+      await ledger.openAccount('w2', { type: 'registered' })
+      const first = await ledger.reserve('w1', 1, { endpoint: '/e' })
+      if (first.status !== 'held') throw new Error('not held')
+      const socket = redis.stream as Socket
+      const writes = { single: 0, vectored: 0, chunks: 0 }
+      const write = socket._write.bind(socket)
+      const writev = socket._writev?.bind(socket)
+      socket._write = (chunk, encoding, callback) => {
+        writes.single += 1
+        write(chunk, encoding, callback)
+      }
+      socket._writev = (chunks, callback) => {
+        writes.vectored += 1
+        writes.chunks += chunks.length
+        writev?.(chunks, callback)
+      }
+      // The first goes at once (nothing in flight); the next two wait for the end of the turn
+      // and leave together: a settlement script and a reserve script.
+      const replies = await Promise.all([
+        ledger.reserve('w2', 1, { endpoint: '/e' }),
+        ledger.commit(first.holdId),
+        ledger.reserve('w2', 2, { endpoint: '/e' }),
+      ])
+      expect(replies.map((r) => ('status' in r ? r.status : r.outcome))).toEqual([
+        'held',
+        'committed',
+        'held',
+      ])
+      expect(writes).toEqual({ single: 1, vectored: 1, chunks: 2 })
+    } finally {
+      await redis.quit()
+    }
+  })
+})
 
 describe('a batch that fails as a whole', () => {
   it('rejects every operation in it as ERR_CREDIT_STORE_UNAVAILABLE, and a resend is safe', async () => {
