@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto'
-import type { Socket } from 'node:net'
 
 import calculateSlot from 'cluster-key-slot'
 import { Cluster, Redis } from 'ioredis'
@@ -401,7 +400,7 @@ describe('the socket writes of an auto-pipelining Redis client', () => {
       await ledger.openAccount('w2', { type: 'registered' })
       const first = await ledger.reserve('w1', 1, { endpoint: '/e' })
       if (first.status !== 'held') throw new Error('not held')
-      const socket = redis.stream as Socket
+      const socket = redis.stream
       const writes = { single: 0, vectored: 0, chunks: 0 }
       const write = socket._write.bind(socket)
       const writev = socket._writev?.bind(socket)
