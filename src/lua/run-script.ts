@@ -22,6 +22,21 @@ type ScriptCommand = 'evalsha' | 'eval'
 /** A script call's arguments as sent: the SHA or source, numkeys, then the keys and arguments. */
 export type ScriptArgs = (string | number)[]
 
+/**
+ * A script command's arguments as ioredis would send them: every one a string (what its
+ * `toArg` makes of a number), the keys (`args[2]` to `args[1] + 1`) with the client's key prefix.
+ */
+function wireArgs(args: ScriptArgs, keyPrefix: string | undefined): string[] {
+  const out = new Array<string>(args.length)
+  const lastKey = keyPrefix === undefined ? 0 : Number(args[1]) + 1
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]
+    const text = typeof arg === 'string' ? arg : String(arg)
+    out[i] = i >= 2 && i <= lastKey ? `${keyPrefix ?? ''}${text}` : text
+  }
+  return out
+}
+
 const errorMessage = (error: unknown): string =>
   error instanceof Error ? error.message : String(error)
 
@@ -51,14 +66,17 @@ export class ScriptRunner {
     this.#client = client
     const { sendCommand, options: clientOptions } = client
     if (clientOptions?.enableAutoPipelining === true && typeof sendCommand === 'function') {
-      // The options the client's own methods give a command (ioredis Commander).
       const { keyPrefix } = clientOptions
-      const options =
-        keyPrefix === undefined
-          ? { replyEncoding: 'utf8' as const }
-          : { keyPrefix, replyEncoding: 'utf8' as const }
-      this.#direct = (name, args) =>
-        sendCommand.call(client, new Command(name, args, options)) as Promise<unknown>
+      // The reply encoding the client's own methods give a command (ioredis Commander). The
+      // arguments are set after construction, already as ioredis sends them: the constructor
+      // runs `args.flat()`, which takes V8 about 80 ns an element (18 µs for a batch of 13
+      // settlements), and would apply the key prefix, done here instead.
+      const options = { replyEncoding: 'utf8' as const }
+      this.#direct = (name, args) => {
+        const command = new Command(name, [], options)
+        command.args = wireArgs(args, keyPrefix)
+        return sendCommand.call(client, command) as Promise<unknown>
+      }
     }
   }
 
