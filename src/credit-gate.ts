@@ -419,7 +419,7 @@ class GatedCall extends Waiter {
       res,
     }
     this.#state = state
-    attachCreditInfo(this.#req, state)
+    attachCreditInfo(this.#req, res, state)
     setCreditHeaders(res, state)
     this.#handlerStart = performance.now()
     this.#nextCalled = true
@@ -623,7 +623,7 @@ class GatedCall extends Waiter {
       if (events.listening('unmetered')) events.emit('unmetered', this.#call({ error }))
       this.#handlerStart = performance.now()
       // The handler still learns who called; nothing is held, so nothing will be settled.
-      attachCreditInfo(this.#req, {
+      attachCreditInfo(this.#req, this.#res, {
         accountId: this.#accountId,
         accountType: this.#accountType,
         tier: this.#route.tier,

@@ -378,6 +378,74 @@ describe.each(EXPRESS_VERSIONS)('creditGate on %s', (_name, factory) => {
       expect(seen).toMatchObject({ accountId: 'u', tier: 'pro', cost: 5, remaining: 345 })
     })
 
+    it('gives the request no property of its own; req.credits and getCredits(req) read the same view', async () => {
+      const { gate, redisLedger } = setup()
+      await redisLedger.openAccount('u', { type: 'registered' })
+      const seen: { own: string[]; symbols: number; credits: unknown; view: unknown }[] = []
+      const look = (req: Request) => {
+        seen.push({
+          own: Object.getOwnPropertyNames(req).filter((name) => name === 'credits'),
+          symbols: Object.getOwnPropertySymbols(req).length,
+          credits: (req as Request & { credits?: unknown }).credits,
+          view: getCredits(req),
+        })
+      }
+      const app = appWith(factory, (a) => {
+        a.get('/symbols', (req, res) => {
+          // What a request has before any gate, to compare with.
+          res.json({ symbols: Object.getOwnPropertySymbols(req).length })
+        })
+        a.get('/paid', gate('pro'), (req, res) => {
+          look(req)
+          res.json({})
+        })
+        a.get('/free', (req, res) => {
+          look(req)
+          res.json({})
+        })
+      })
+      const { symbols } = (await request(app).get('/symbols')).body as { symbols: number }
+      await request(app).get('/paid').set(ACCOUNT_HEADER, 'u')
+      await request(app).get('/free').set(ACCOUNT_HEADER, 'u')
+      await request(app).get('/paid').set(ACCOUNT_HEADER, 'u')
+      expect(seen.map((s) => [s.own, s.symbols - symbols, s.credits === s.view])).toEqual([
+        [[], 0, true],
+        [[], 0, true],
+        [[], 0, true],
+      ])
+      expect(seen.map((s) => (s.view as CreditInfo | undefined)?.remaining)).toEqual([
+        345,
+        undefined,
+        340,
+      ])
+    })
+
+    it('lets a later middleware give req.credits a value of its own, for that request only', async () => {
+      const { gate, redisLedger } = setup()
+      await redisLedger.openAccount('u', { type: 'registered' })
+      const seen: unknown[] = []
+      const app = appWith(factory, (a) =>
+        a.get(
+          '/var',
+          gate('pro'),
+          (req, _res, next) => {
+            if (req.query['mine'] !== undefined) {
+              ;(req as Request & { credits?: unknown }).credits = 'the app uses this name too'
+            }
+            next()
+          },
+          (req, res) => {
+            const { credits } = req as Request & { credits?: unknown }
+            seen.push(typeof credits === 'string' ? credits : (credits as CreditInfo).remaining)
+            res.json({})
+          },
+        ),
+      )
+      await request(app).get('/var?mine=1').set(ACCOUNT_HEADER, 'u')
+      await request(app).get('/var').set(ACCOUNT_HEADER, 'u')
+      expect(seen).toEqual(['the app uses this name too', 340])
+    })
+
     it('shows the credit view read-only, with its fields in JSON, util.inspect and a spread, and a setCost that works destructured', async () => {
       const { gate, redisLedger } = setup()
       await redisLedger.openAccount('u', { type: 'registered' })
