@@ -17,7 +17,7 @@
 
   Returns {'OK', truncated ('1'|'0'), name1, value1, ...}   names <g><start>:<endpoint>, values
             requests|credits|refunds|latencySum|latencyCount (see analytics.lua), days and
-            months with their hours not yet folded added; at most 3000 stored periods and 3000
+            months with their hours not yet folded added; at most 3000 stored periods and 900
             hours not yet folded (truncated '1' when there were more)
         | {'NO_ACCOUNT'}
         | {'INVALID', code, reason}
@@ -70,7 +70,9 @@ if from < to then
   local extra = { names = {} }
   if g ~= 'h' then
     local more
-    extra, more = unfolded(g, 3000)
+    -- At most 900: with 3000 stored periods, the reply stays under the 8000 values that
+    -- unpack() takes on Lua 5.1.
+    extra, more = unfolded(g, 900)
     if more then
       out[2] = '1'
     end

@@ -454,6 +454,35 @@ describe.each(BACKENDS)('usage analytics on %s', (backend: Backend) => {
   })
 })
 
+describe('usage queries at their limits on a real redis-server', () => {
+  it('answers a day with 3,000 stored endpoints and 1,000 more not yet folded, marked truncated', async () => {
+    const clock = new TestClock(at('2026-01-15T12:10:00Z'))
+    const { ledger, redis } = makeLedger('redis', { clock: clock.read })
+    try {
+      await ledger.openAccount('wide', { type: 'registered' })
+      const record = (prefix: string, count: number) =>
+        Promise.all(
+          Array.from({ length: count }, (_, i) =>
+            ledger.recordUsage('wide', { endpoint: `/${prefix}${i}` }),
+          ),
+        )
+      await record('a', 3000)
+      clock.advance(HOUR) // the next call folds those 3,000 hours into their day
+      await record('b', 1000)
+      const day = await ledger.usage('wide', {
+        from: at('2026-01-15T00:00:00Z'),
+        to: at('2026-01-16T00:00:00Z'),
+        granularity: 'day',
+      })
+      expect(day.truncated).toBe(true)
+      expect(day.endpoints.length).toBe(3900)
+      expect(day.totals.requests).toBe(3900)
+    } finally {
+      await redis.quit()
+    }
+  }, 60_000)
+})
+
 describe('memory per account on a real redis-server', () => {
   it('keeps an account with signup, purchase and a subscription within 300 bytes (without history)', async () => {
     const redis = realRedis()
