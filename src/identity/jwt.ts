@@ -191,8 +191,8 @@ export function fromJwt(options: JwtIdentityOptions): JwtIdentifyFunction {
 
     let payload: unknown
     try {
-      // Not `{ ...verifyOptions, clockTimestamp }`: V8 11 (Node 20) takes about 10 µs for a
-      // spread followed by a property.
+      // Not `{ ...verifyOptions, clockTimestamp }`: on V8 11 (Node 20) a spread followed by a
+      // property takes microseconds (2-3 µs for one property, 10 µs for the gate's payloads).
       payload = jwt.verify(token, key, Object.assign({ clockTimestamp: now }, verifyOptions))
     } catch (error) {
       return rejectionFor(error)
