@@ -175,9 +175,6 @@ interface Carrier {
   res?: { locals?: unknown }
 }
 
-/** Request prototypes that read `credits` from the view (see offerCredits). */
-const offering = new WeakSet<object>()
-
 /**
  * Builds the frozen view a handler sees, and keeps it in `res.locals` under a symbol: Express
  * makes that object for every request, for what a request's middleware share (helmet keeps its
@@ -200,43 +197,57 @@ export function attachCreditInfo(
   return info
 }
 
+/** `req.credits` as this library defines it on Express's request prototype (see offerCredits). */
+const CREDITS: PropertyDescriptor = {
+  configurable: true,
+  enumerable: false,
+  get(this: object): CreditInfo | undefined {
+    return getCredits(this)
+  },
+  // Assigning `req.credits` gives that request a value of its own, as on any plain property.
+  set(this: object, value: unknown): void {
+    Object.defineProperty(this, 'credits', {
+      configurable: true,
+      enumerable: true,
+      writable: true,
+      value,
+    })
+  },
+}
+
+/** Request prototypes on whose chain `credits` is {@link CREDITS}. */
+const offering = new WeakSet<object>()
+
 /**
- * `req.credits`, the convenience for plain JavaScript: a getter of the view on the app's request
- * prototype (Express's `app.request`, made for extensions like this one), set once, so that no
- * request gets a property of its own. Where the prototype is not an app's own, or already has
- * a `credits` of the app's, a property of the request as before. Assigning `req.credits` in a
- * later middleware makes it that request's own property; `getCredits(req)` is unaffected.
+ * `req.credits`, the convenience for plain JavaScript, without a property of the request's own:
+ * a getter of the view, defined once at the base of the request's prototype chain, the object
+ * just above `http.IncomingMessage.prototype` (Express's `express.request`, made for extensions
+ * like this one, and the prototype of every app's and sub-app's requests, so a request a
+ * sub-app hands back still has it). Where the chain is not such a chain, or an app has a
+ * `credits` of its own on it, a property of the request, as before.
  */
 function offerCredits(req: object, info: CreditInfo): void {
   const proto: unknown = Object.getPrototypeOf(req)
   if (typeof proto === 'object' && proto !== null && offering.has(proto)) return
-  if (
-    typeof proto !== 'object' ||
-    proto === null ||
-    proto === Object.prototype ||
-    proto === IncomingMessage.prototype ||
-    Object.prototype.hasOwnProperty.call(proto, 'credits') ||
-    !Object.isExtensible(proto)
-  ) {
-    ;(req as Carrier).credits = info
+  if (typeof proto === 'object' && proto !== null && defineCredits(proto)) {
+    offering.add(proto)
     return
   }
-  offering.add(proto)
-  Object.defineProperty(proto, 'credits', {
-    configurable: true,
-    enumerable: false,
-    get(this: object): CreditInfo | undefined {
-      return getCredits(this)
-    },
-    set(this: object, value: unknown): void {
-      Object.defineProperty(this, 'credits', {
-        configurable: true,
-        enumerable: true,
-        writable: true,
-        value,
-      })
-    },
-  })
+  ;(req as Carrier).credits = info
+}
+
+/** Makes `credits` on the chain from `proto` {@link CREDITS}; false where it cannot. */
+function defineCredits(proto: object): boolean {
+  let base: object | undefined
+  for (let p: unknown = proto; p !== IncomingMessage.prototype; p = Object.getPrototypeOf(p)) {
+    if (typeof p !== 'object' || p === null) return false // not an http request's chain
+    const own = Object.getOwnPropertyDescriptor(p, 'credits')
+    if (own !== undefined) return own.get === CREDITS.get
+    base = p
+  }
+  if (base === undefined || !Object.isExtensible(base)) return false
+  Object.defineProperty(base, 'credits', CREDITS)
+  return true
 }
 
 /**

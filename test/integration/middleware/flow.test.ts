@@ -420,6 +420,47 @@ describe.each(EXPRESS_VERSIONS)('creditGate on %s', (_name, factory) => {
       ])
     })
 
+    it('keeps req.credits and getCredits(req) on a request that a sub-app with the gate hands back', async () => {
+      const { gate, redisLedger } = setup()
+      await redisLedger.openAccount('u', { type: 'registered' })
+      const seen: unknown[] = []
+      const sub = factory()
+      sub.get('/var', gate('pro'), (req, _res, next) => {
+        seen.push((req as Request & { credits?: CreditInfo }).credits?.remaining)
+        next()
+      })
+      const app = appWith(factory, (a) => {
+        a.use('/v1', sub as never)
+        a.use('/v1', (req, res) => {
+          const credits = (req as Request & { credits?: CreditInfo }).credits
+          seen.push(getCredits(req)?.remaining, credits === getCredits(req))
+          res.json({})
+        })
+      })
+      await request(app).get('/v1/var').set(ACCOUNT_HEADER, 'u')
+      expect(seen).toEqual([345, 345, true])
+    })
+
+    it("leaves an app's own req.credits on its request prototype alone, and gives a gated request the view", async () => {
+      const { gate, redisLedger } = setup()
+      await redisLedger.openAccount('u', { type: 'registered' })
+      const seen: unknown[] = []
+      const app = appWith(factory, (a) => {
+        Object.defineProperty(a.request, 'credits', { value: "the app's", writable: true })
+        a.get('/paid', gate('pro'), (req, res) => {
+          seen.push((req as Request & { credits?: CreditInfo }).credits === getCredits(req))
+          res.json({})
+        })
+        a.get('/free', (req, res) => {
+          seen.push((req as Request & { credits?: unknown }).credits)
+          res.json({})
+        })
+      })
+      await request(app).get('/paid').set(ACCOUNT_HEADER, 'u')
+      await request(app).get('/free')
+      expect(seen).toEqual([true, "the app's"])
+    })
+
     it('lets a later middleware give req.credits a value of its own, for that request only', async () => {
       const { gate, redisLedger } = setup()
       await redisLedger.openAccount('u', { type: 'registered' })
