@@ -53,20 +53,22 @@ export class ScriptRunner {
   readonly #sent = new Set<string>()
 
   /**
-   * On a client that auto-pipelines: sends a script command straight to the connection, as the
-   * client does with auto-pipelining off. The ledger batches its own operations, and a second
-   * round of pipelining only adds a tick and a pipeline object to every batch (64 callers:
-   * about 30 % fewer pairs per second with it). Every script of the ledger takes this path, so
-   * they keep the order they were sent in. `undefined` otherwise: the client's own `evalsha`
-   * and `eval` send the same command (ioredis-mock has no `sendCommand`).
+   * On an ioredis client (`Redis` or `Cluster`): sends a script command straight to the
+   * connection, as the client's own `evalsha` does with auto-pipelining off, but with the
+   * command's arguments ready to send. With auto-pipelining on, it also keeps the scripts out
+   * of the auto-pipeline: the ledger batches its own operations, and a second round of
+   * pipelining only adds a tick and a pipeline object to every batch (64 callers: about 30 %
+   * fewer pairs per second with it). Every script of the ledger takes this path, so they keep
+   * the order they were sent in. `undefined` for a client without `sendCommand` (ioredis-mock):
+   * its own `evalsha` and `eval` are used.
    */
   readonly #direct: ((name: ScriptCommand, args: ScriptArgs) => Promise<unknown>) | undefined
 
   constructor(client: ScriptClient) {
     this.#client = client
     const { sendCommand, options: clientOptions } = client
-    if (clientOptions?.enableAutoPipelining === true && typeof sendCommand === 'function') {
-      const { keyPrefix } = clientOptions
+    if (typeof sendCommand === 'function') {
+      const keyPrefix = clientOptions?.keyPrefix
       // The reply encoding the client's own methods give a command (ioredis Commander). The
       // arguments are set after construction, already as ioredis sends them: the constructor
       // runs `args.flat()`, which takes V8 about 80 ns an element (18 µs for a batch of 13
@@ -84,7 +86,7 @@ export class ScriptRunner {
    * Runs `send`, and the scripts it sends leave in one write to the connection: a loopback
    * write costs the sender tens of microseconds of system time, and a flush of the batcher
    * often sends a batch of reserves and one of settlements together. Only on the direct path
-   * (a `Redis` client whose socket is known); otherwise `send` just runs.
+   * with a `Redis` client whose socket is known; otherwise `send` just runs.
    */
   corked(send: () => void): void {
     const stream = this.#direct === undefined ? undefined : this.#client.stream

@@ -1,5 +1,7 @@
 import type { Cluster, Redis } from 'ioredis'
 
+import { interceptScripts } from './intercept'
+
 /** Every key matching `pattern` on one node (a `Cluster` has to be scanned master by master). */
 async function scanKeys(redis: Redis | Cluster, pattern: string): Promise<string[]> {
   const nodes = redis.isCluster ? (redis as Cluster).nodes('master') : [redis as Redis]
@@ -54,17 +56,9 @@ export function countingClient<T extends Redis | Cluster>(
   redis: T,
 ): { client: T; calls: () => number } {
   let calls = 0
-  const client = new Proxy(redis, {
-    get(target, property, receiver) {
-      const value: unknown = Reflect.get(target, property, receiver)
-      if ((property === 'evalsha' || property === 'eval') && typeof value === 'function') {
-        return (...args: unknown[]) => {
-          calls += 1
-          return (value as (...a: unknown[]) => unknown).apply(target, args)
-        }
-      }
-      return value
-    },
+  const client = interceptScripts(redis, (_call, send) => {
+    calls += 1
+    return send()
   })
   return { client, calls: () => calls }
 }

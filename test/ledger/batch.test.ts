@@ -15,6 +15,7 @@ import {
   uniquePrefix,
   type Backend,
 } from '../helpers/redis'
+import { interceptScripts } from '../helpers/intercept'
 
 /** The script a command runs, by its SHA1 or its source. */
 const scriptNames = new Map<string, string>(
@@ -31,17 +32,12 @@ function recordingClient<T extends Redis | Cluster>(
   redis: T,
 ): { client: T; calls: { script: string; keys: readonly string[] }[] } {
   const calls: { script: string; keys: readonly string[] }[] = []
-  const client = new Proxy(redis, {
-    get(target, property, receiver) {
-      const value: unknown = Reflect.get(target, property, receiver)
-      if ((property === 'evalsha' || property === 'eval') && typeof value === 'function') {
-        return (script: string, numkeys: number, ...rest: string[]) => {
-          calls.push({ script: scriptNames.get(script) ?? 'unknown', keys: rest.slice(0, numkeys) })
-          return (value as (...a: unknown[]) => unknown).call(target, script, numkeys, ...rest)
-        }
-      }
-      return value
-    },
+  const client = interceptScripts(redis, ({ args: [script, numkeys, ...rest] }, send) => {
+    calls.push({
+      script: scriptNames.get(String(script)) ?? 'unknown',
+      keys: rest.slice(0, Number(numkeys)).map(String),
+    })
+    return send()
   })
   return { client, calls }
 }
@@ -256,23 +252,13 @@ describe('the script runner', () => {
   it('sends a script by EVAL the first time, then by EVALSHA, and again by EVAL after SCRIPT FLUSH', async () => {
     const redis = backendRedis('redis')
     const commands: string[] = []
-    const client = new Proxy(redis, {
-      get(target, property, receiver) {
-        const value: unknown = Reflect.get(target, property, receiver)
-        if ((property === 'evalsha' || property === 'eval') && typeof value === 'function') {
-          return async (...args: unknown[]) => {
-            const reply: unknown = await (value as (...a: unknown[]) => Promise<unknown>)
-              .apply(target, args)
-              .catch((error: unknown) => {
-                commands.push(`${property} refused`)
-                throw error
-              })
-            commands.push(property)
-            return reply
-          }
-        }
-        return value
-      },
+    const client = interceptScripts(redis, async ({ name }, send) => {
+      const reply = await send().catch((error: unknown) => {
+        commands.push(`${name} refused`)
+        throw error
+      })
+      commands.push(name)
+      return reply
     })
     const ledger = new RedisLedger({ redis: client, prefix: uniquePrefix() })
     try {
@@ -437,25 +423,14 @@ describe('a batch that fails as a whole', () => {
     const redis = backendRedis('redis')
     const prefix = uniquePrefix()
     let failNext = true
-    const flaky = new Proxy(redis, {
-      get(target, property, receiver) {
-        const value: unknown = Reflect.get(target, property, receiver)
-        if ((property === 'evalsha' || property === 'eval') && typeof value === 'function') {
-          return async (...args: unknown[]) => {
-            const reply: unknown = await (value as (...a: unknown[]) => Promise<unknown>).apply(
-              target,
-              args,
-            )
-            // The script ran, but its reply is lost: the worst case for a batch.
-            if (failNext && scriptNames.get(String(args[0])) === 'resolveBatch') {
-              failNext = false
-              throw new Error('Connection is closed.')
-            }
-            return reply
-          }
-        }
-        return value
-      },
+    const flaky = interceptScripts(redis, async ({ args }, send) => {
+      const reply = await send()
+      // The script ran, but its reply is lost: the worst case for a batch.
+      if (failNext && scriptNames.get(String(args[0])) === 'resolveBatch') {
+        failNext = false
+        throw new Error('Connection is closed.')
+      }
+      return reply
     })
     const ledger = new RedisLedger({ redis: flaky, prefix })
     try {

@@ -7,6 +7,7 @@ import { Cluster } from 'ioredis'
 import { CreditStoreError, RedisLedger, isCreditError } from '../../src/index'
 import { accountKeys } from '../../src/ledger/keys'
 import { scripts } from '../../src/lua/scripts'
+import { interceptScripts } from '../helpers/intercept'
 import { TestClock, clusterRedis, redisClusterUrl, uniquePrefix } from '../helpers/redis'
 import { snapshot } from '../helpers/snapshot'
 import {
@@ -35,20 +36,12 @@ function recordingClient(redis: Cluster): {
     names.set(def.bareSource, def.name)
   }
   const calls: { script: string; keys: string[] }[] = []
-  const client = new Proxy(redis, {
-    get(target, property, receiver) {
-      const value: unknown = Reflect.get(target, property, receiver)
-      if ((property === 'evalsha' || property === 'eval') && typeof value === 'function') {
-        return (script: string, numKeys: number, ...rest: unknown[]) => {
-          calls.push({
-            script: names.get(script) ?? 'unknown',
-            keys: rest.slice(0, numKeys).map(String),
-          })
-          return (value as (...a: unknown[]) => unknown).call(target, script, numKeys, ...rest)
-        }
-      }
-      return value
-    },
+  const client = interceptScripts(redis, ({ args: [script, numKeys, ...rest] }, send) => {
+    calls.push({
+      script: names.get(String(script)) ?? 'unknown',
+      keys: rest.slice(0, Number(numKeys)).map(String),
+    })
+    return send()
   })
   return { client, calls }
 }

@@ -5,8 +5,8 @@ import { Redis } from 'ioredis'
 
 import { RedisLedger, createCreditGate } from '../../src/index'
 import { EventLog, identifyByHeader, listen } from '../helpers/gate'
+import { interceptScripts } from '../helpers/intercept'
 import { uniquePrefix } from '../helpers/redis'
-import { countingClient } from '../helpers/snapshot'
 import { spawnRedis } from '../setup/redis-process'
 import { runLoad } from './gate-helpers/http-load'
 import { tally } from './gate-helpers/ledger-state'
@@ -28,18 +28,9 @@ it('SCRIPT FLUSH every 500 ms under HTTP load: no failed request, every 2xx char
   try {
     // Counts every EVALSHA and EVAL: an EVAL is a fallback after NOSCRIPT.
     const evals = { evalsha: 0, eval: 0 }
-    const counted = countingClient(raw).client
-    const client = new Proxy(counted, {
-      get(target, property, receiver) {
-        const value: unknown = Reflect.get(target, property, receiver)
-        if ((property === 'evalsha' || property === 'eval') && typeof value === 'function') {
-          return (...args: unknown[]) => {
-            evals[property] += 1
-            return (value as (...a: unknown[]) => unknown).apply(target, args)
-          }
-        }
-        return value
-      },
+    const client = interceptScripts(raw, ({ name }, send) => {
+      evals[name] += 1
+      return send()
     })
     const ledger = new RedisLedger({
       redis: client,

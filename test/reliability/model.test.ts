@@ -2,6 +2,7 @@ import fc from 'fast-check'
 import { Redis, type Cluster } from 'ioredis'
 
 import { RedisLedger, isCreditError } from '../../src/index'
+import { interceptScripts } from '../helpers/intercept'
 import { clusterRedis, mockRedis, redisClusterUrl, uniquePrefix } from '../helpers/redis'
 import { spawnRedis, type RedisProcess } from '../setup/redis-process'
 import { LedgerModel, type Outcome, type TypeRule } from './ledger-model'
@@ -216,30 +217,22 @@ function lossyClient<T extends Redis | Cluster>(
   let target: number | undefined
   let seen = 0
   let inFlight = 0
-  const client = new Proxy(redis, {
-    get(object, property, receiver) {
-      const value: unknown = Reflect.get(object, property, receiver)
-      if ((property === 'evalsha' || property === 'eval') && typeof value === 'function') {
-        return async (...args: unknown[]) => {
-          inFlight += 1
-          let reply: unknown
-          try {
-            reply = await (value as (...a: unknown[]) => Promise<unknown>).apply(object, args)
-          } finally {
-            inFlight -= 1
-          }
-          if (target !== undefined) {
-            if (seen === target) {
-              target = undefined
-              throw new Error('Connection is closed.')
-            }
-            seen += 1
-          }
-          return reply
-        }
+  const client = interceptScripts(redis, async (_call, send) => {
+    inFlight += 1
+    let reply: unknown
+    try {
+      reply = await send()
+    } finally {
+      inFlight -= 1
+    }
+    if (target !== undefined) {
+      if (seen === target) {
+        target = undefined
+        throw new Error('Connection is closed.')
       }
-      return value
-    },
+      seen += 1
+    }
+    return reply
   })
   return {
     client,

@@ -4,6 +4,7 @@ import { RedisLedger, isCreditError } from '../../src/index'
 import { sweepLeaseKey } from '../../src/ledger/keys'
 import { ScriptRunner } from '../../src/lua/run-script'
 import { scripts } from '../../src/lua/scripts'
+import { interceptScripts } from '../helpers/intercept'
 import { TestClock, makeLedger, redisUrl, uniquePrefix } from '../helpers/redis'
 import { snapshot } from '../helpers/snapshot'
 import { spawnRedis, type RedisProcess } from '../setup/redis-process'
@@ -226,17 +227,9 @@ describe('ledger.sweep() on a real redis-server', () => {
     const prefixes = [uniquePrefix(), uniquePrefix()]
     // Script calls of the concurrent sweeps are delayed at random, so that they overtake each
     // other and race for the same accounts.
-    const jittery = new Proxy(redis, {
-      get(target, property, receiver) {
-        const value: unknown = Reflect.get(target, property, receiver)
-        if ((property === 'evalsha' || property === 'eval') && typeof value === 'function') {
-          return async (...args: unknown[]) => {
-            await new Promise((r) => setTimeout(r, Math.random() * 10))
-            return (value as (...a: unknown[]) => Promise<unknown>).apply(target, args)
-          }
-        }
-        return value
-      },
+    const jittery = interceptScripts(redis, async (_call, send) => {
+      await new Promise((r) => setTimeout(r, Math.random() * 10))
+      return send()
     })
     const one = new RedisLedger({
       redis,
