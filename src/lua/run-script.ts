@@ -13,7 +13,6 @@ export interface ScriptClient {
   readonly stream?: { cork(): void; uncork(): void } | null
   readonly options?: {
     readonly keyPrefix?: string | undefined
-    readonly enableAutoPipelining?: boolean | undefined
   }
 }
 
