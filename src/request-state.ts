@@ -215,8 +215,9 @@ const CREDITS: PropertyDescriptor = {
   },
 }
 
-/** Request prototypes on whose chain `credits` is {@link CREDITS}. */
+/** Request prototypes on whose chain `credits` is {@link CREDITS}, and those where it cannot be. */
 const offering = new WeakSet<object>()
+const notOffering = new WeakSet<object>()
 
 /**
  * `req.credits`, the convenience for plain JavaScript, without a property of the request's own:
@@ -228,10 +229,15 @@ const offering = new WeakSet<object>()
  */
 function offerCredits(req: object, info: CreditInfo): void {
   const proto: unknown = Object.getPrototypeOf(req)
-  if (typeof proto === 'object' && proto !== null && offering.has(proto)) return
-  if (typeof proto === 'object' && proto !== null && defineCredits(proto)) {
-    offering.add(proto)
-    return
+  if (typeof proto === 'object' && proto !== null) {
+    if (offering.has(proto)) return
+    if (!notOffering.has(proto)) {
+      if (defineCredits(proto)) {
+        offering.add(proto)
+        return
+      }
+      notOffering.add(proto)
+    }
   }
   ;(req as Carrier).credits = info
 }
