@@ -83,22 +83,40 @@ export interface AccountKeys {
   readonly usageIndex: string
 }
 
+/** Each key's suffix after the account's hash tag, in the order account scripts take KEYS. */
+const SUFFIXES = {
+  account: 'a',
+  holds: 'h',
+  deadlines: 'd',
+  history: 't',
+  idempotency: 'i',
+  usage: 'u',
+  usageIndex: 'v',
+} as const satisfies Record<keyof AccountKeys, string>
+
+const SCRIPT_KEY_SUFFIXES: readonly string[] = Object.values(SUFFIXES)
+
+/** What every key of the account starts with: the prefix and the hash tag. */
+function keyBase(prefix: string, accountId: string): string {
+  return `${prefix}{${encodeAccountId(accountId)}}:`
+}
+
 /**
- * Builds the keys of one account. This is the only place key names are made.
+ * Builds the keys of one account. With {@link scriptKeys}, the only place key names are made.
  *
  * @param prefix - the ledger's key prefix
  * @param accountId - a validated account id
  */
 export function accountKeys(prefix: string, accountId: string): AccountKeys {
-  const base = `${prefix}{${encodeAccountId(accountId)}}:`
+  const base = keyBase(prefix, accountId)
   return {
-    account: `${base}a`,
-    holds: `${base}h`,
-    deadlines: `${base}d`,
-    idempotency: `${base}i`,
-    history: `${base}t`,
-    usage: `${base}u`,
-    usageIndex: `${base}v`,
+    account: base + SUFFIXES.account,
+    holds: base + SUFFIXES.holds,
+    deadlines: base + SUFFIXES.deadlines,
+    idempotency: base + SUFFIXES.idempotency,
+    history: base + SUFFIXES.history,
+    usage: base + SUFFIXES.usage,
+    usageIndex: base + SUFFIXES.usageIndex,
   }
 }
 
@@ -108,16 +126,13 @@ export function accountKeys(prefix: string, accountId: string): AccountKeys {
  * {@link accountKeys}, built without the object, on every ledger call).
  */
 export function scriptKeys(prefix: string, accountId: string, count: number): string[] {
-  const base = `${prefix}{${encodeAccountId(accountId)}}:`
+  const base = keyBase(prefix, accountId)
   const keys: string[] = []
   for (let i = 0; i < count && i < SCRIPT_KEY_SUFFIXES.length; i++) {
     keys.push(base + (SCRIPT_KEY_SUFFIXES[i] ?? ''))
   }
   return keys
 }
-
-/** The suffixes of {@link accountKeys} in script KEYS order. */
-const SCRIPT_KEY_SUFFIXES = ['a', 'h', 'd', 't', 'i', 'u', 'v'] as const
 
 /**
  * The key that binds a grant's idempotency key to one account across the whole ledger. Its hash
@@ -139,13 +154,14 @@ export function sweepLeaseKey(prefix: string): string {
 /** A SCAN pattern for every account hash of the ledger (`<prefix>{<encoded id>}:a`). */
 export function accountKeyPattern(prefix: string): string {
   // Escape the glob characters a prefix may hold, so that it matches only itself.
-  return `${prefix.replace(/[*?[\]\\]/g, '\\$&')}{*}:a`
+  return `${prefix.replace(/[*?[\]\\]/g, '\\$&')}{*}:${SUFFIXES.account}`
 }
 
 /** The account id of an account hash key found by SCAN, or undefined for any other key. */
 export function accountIdFromKey(prefix: string, key: string): string | undefined {
-  if (!key.startsWith(`${prefix}{`) || !key.endsWith('}:a')) return undefined
-  const encoded = key.slice(prefix.length + 1, -3)
+  const end = `}:${SUFFIXES.account}`
+  if (!key.startsWith(`${prefix}{`) || !key.endsWith(end)) return undefined
+  const encoded = key.slice(prefix.length + 1, -end.length)
   if (encoded.includes('{') || encoded.includes('}')) return undefined
   let id: string
   try {
