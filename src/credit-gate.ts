@@ -417,6 +417,7 @@ class GatedCall extends Waiter {
       actualMilli: undefined,
       settled: false,
       res,
+      view: undefined,
     }
     this.#state = state
     attachCreditInfo(this.#req, res, state)
@@ -636,6 +637,7 @@ class GatedCall extends Waiter {
         actualMilli: undefined,
         settled: false,
         res: undefined,
+        view: undefined,
       })
       this.#nextCalled = true
       this.#next()

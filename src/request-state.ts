@@ -66,6 +66,8 @@ export interface CreditState {
    * `undefined` when the call shows no credit headers (unmetered).
    */
   readonly res: ServerResponse | undefined
+  /** The view a handler sees, made the first time one asks for it. */
+  view: CreditInfo | undefined
 }
 
 const INFO = Symbol('creditgate.info')
@@ -170,31 +172,32 @@ class CallCredits implements CreditInfo {
 
 /** A request and its response as the view is kept on them (Express's own fields). */
 interface Carrier {
-  [INFO]?: CreditInfo
+  [INFO]?: CreditState
   credits?: unknown
   res?: { locals?: unknown }
 }
 
 /**
- * Builds the frozen view a handler sees, and keeps it in `res.locals` under a symbol: Express
+ * Keeps the call's credit state in `res.locals` under a symbol, for {@link getCredits}: Express
  * makes that object for every request, for what a request's middleware share (helmet keeps its
  * CSP nonce there). Not a property of `req`: Express sets the prototype of every request, which
  * gives each its own hidden class in V8, so each new property builds another one: two
  * properties cost 3.9 µs a request in an Express 5 app under load, a key of `res.locals` 0.2 µs.
  * Not a WeakMap keyed by the request: one entry per request cost about 10 µs in the garbage
- * collector's ephemeron work. Without `res.locals` (not Express), a property of `req`.
+ * collector's ephemeron work. Without `res.locals` (not Express), a property of `req`. The
+ * frozen view itself is made only when a handler asks for it.
  */
-export function attachCreditInfo(
-  req: object,
-  res: object | undefined,
-  state: CreditState,
-): CreditInfo {
-  const info = new CallCredits(state)
+export function attachCreditInfo(req: object, res: object | undefined, state: CreditState): void {
   const locals = (res as { locals?: unknown } | undefined)?.locals
-  if (typeof locals === 'object' && locals !== null) (locals as Carrier)[INFO] = info
-  else (req as Carrier)[INFO] = info
-  offerCredits(req, info)
-  return info
+  if (typeof locals === 'object' && locals !== null) (locals as Carrier)[INFO] = state
+  else (req as Carrier)[INFO] = state
+  offerCredits(req, state)
+}
+
+/** The frozen view of a call's state, made once. */
+function viewOf(state: CreditState): CreditInfo {
+  state.view ??= new CallCredits(state)
+  return state.view
 }
 
 /** `req.credits` as this library defines it on Express's request prototype (see offerCredits). */
@@ -227,7 +230,7 @@ const notOffering = new WeakSet<object>()
  * sub-app hands back still has it). Where the chain is not such a chain, or an app has a
  * `credits` of its own on it, a property of the request, as before.
  */
-function offerCredits(req: object, info: CreditInfo): void {
+function offerCredits(req: object, state: CreditState): void {
   const proto: unknown = Object.getPrototypeOf(req)
   if (typeof proto === 'object' && proto !== null) {
     if (offering.has(proto)) return
@@ -239,7 +242,7 @@ function offerCredits(req: object, info: CreditInfo): void {
       notOffering.add(proto)
     }
   }
-  ;(req as Carrier).credits = info
+  ;(req as Carrier).credits = viewOf(state)
 }
 
 /** Makes `credits` on the chain from `proto` {@link CREDITS}; false where it cannot. */
@@ -266,8 +269,8 @@ function defineCredits(proto: object): boolean {
 export function getCredits(req: object): CreditInfo | undefined {
   const carrier = req as Carrier
   const locals: unknown = carrier.res?.locals
-  return (
+  const state =
     (typeof locals === 'object' && locals !== null ? (locals as Carrier)[INFO] : undefined) ??
     carrier[INFO]
-  )
+  return state === undefined ? undefined : viewOf(state)
 }
