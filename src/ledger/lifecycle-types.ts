@@ -228,7 +228,10 @@ export interface UsageReport {
   readonly totals: UsageCounters
   /** Per endpoint, most requests first. */
   readonly endpoints: readonly UsageEndpoint[]
-  /** True when the range held more than 3000 endpoint-periods and only the first were read. */
+  /**
+   * True when not everything was read: the range held more than 3000 stored endpoint-periods,
+   * or (days and months) more than 900 endpoint-hours not yet added to their day and month.
+   */
   readonly truncated: boolean
 }
 
