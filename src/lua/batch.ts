@@ -3,7 +3,7 @@ import calculateSlot from 'cluster-key-slot'
 import { CreditStoreError } from '../errors.js'
 
 import type { ScriptArgs, ScriptRunner } from './run-script.js'
-import type { BatchScriptDef, ScriptDef } from './scripts.js'
+import { splitBatchReply, type BatchScriptDef, type ScriptDef } from './scripts.js'
 
 interface Queued {
   readonly keys: readonly string[]
@@ -157,7 +157,8 @@ export class ScriptBatcher {
       (replies) => {
         // A reply that is not one entry per operation breaks the contract: each caller is
         // given the whole of it, which its reply check reports as ERR_CREDIT_SCRIPT_REPLY.
-        const each = Array.isArray(replies) && replies.length === ops.length ? replies : undefined
+        const split = splitBatchReply(replies)
+        const each = split?.length === ops.length ? split : undefined
         ops.forEach((op, i) => {
           const reply: unknown = each === undefined ? replies : each[i]
           if (Array.isArray(reply) && reply[0] === 'ERROR') {

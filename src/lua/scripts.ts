@@ -59,12 +59,18 @@ export interface BatchScriptDef extends ScriptDef {
 
 /**
  * The batch form of an operation: its body becomes a function of its own KEYS and ARGV, run
- * once per operation in the order given; the reply is the list of the operations' replies. The
- * helpers are set up once per batch instead of once per operation, and Redis dispatches one
- * script instead of many. Each operation is exactly the single script's (same checks, same
- * writes): a batch is atomic as a whole, and a replayed batch replays each operation. An
- * operation that raises an error (a key of the wrong type) replies `{'ERROR', message}`, as
- * the single script would have failed alone, and the others run.
+ * once per operation in the order given. The helpers are set up once per batch instead of once
+ * per operation, and Redis dispatches one script instead of many. Each operation is exactly the
+ * single script's (same checks, same writes): a batch is atomic as a whole, and a replayed
+ * batch replays each operation. An operation that raises an error (a key of the wrong type)
+ * replies `{'ERROR', message}`, as the single script would have failed alone, and the others
+ * run.
+ *
+ * The reply is one string: the operations' replies in order, one a line, each with its fields
+ * joined by `|` ({@link splitBatchReply} takes it apart). No field of these scripts' replies
+ * holds either character (status words, decimal amounts, account types and flags; an error's
+ * message has them replaced by spaces). A list of lists would cost Redis a conversion of every
+ * field and ioredis a Buffer and a string for each; one string costs each of them one.
  */
 function defineBatch(
   name: string,
@@ -87,11 +93,11 @@ for i = 0, count - 1 do
     if type(reply) == 'table' and reply.err then
       reply = reply.err
     end
-    reply = { 'ERROR', tostring(reply) }
+    reply = { 'ERROR', (string.gsub(tostring(reply), '[|\\n]', ' ')) }
   end
-  out[i + 1] = reply
+  out[i + 1] = table.concat(reply, '|')
 end
-return { unpack(out) }
+return table.concat(out, '\\n')
 `
   const def = define(
     name,
@@ -99,6 +105,15 @@ return { unpack(out) }
     `${prelude}\nlocal function op(KEYS, ARGV)\n${body}\nend\n${driver}`,
   )
   return Object.freeze({ ...def, keysPerOp, argsPerOp })
+}
+
+/**
+ * The replies of a batch script, one list of fields per operation, or undefined when `reply` is
+ * not the string the batch scripts return.
+ */
+export function splitBatchReply(reply: unknown): string[][] | undefined {
+  if (typeof reply !== 'string') return undefined
+  return reply.split('\n').map((line) => line.split('|'))
 }
 
 /** Every script of the ledger, composed once at module load. */

@@ -4,7 +4,13 @@ import calculateSlot from 'cluster-key-slot'
 import { Cluster, Redis } from 'ioredis'
 
 import { RedisLedger, isCreditError, type RedisLedgerOptions } from '../../src/index'
-import { scripts } from '../../src/lua/scripts'
+import { scriptKeys } from '../../src/ledger/keys'
+import {
+  scripts,
+  splitBatchReply,
+  type BatchScriptDef,
+  type ScriptDef,
+} from '../../src/lua/scripts'
 import {
   BACKENDS,
   backendRedis,
@@ -56,6 +62,77 @@ describe.each(BACKENDS)('batched reserves and settlements on %s', (backend: Back
     const ledger = new RedisLedger({ ...options, redis: client, prefix })
     return { ledger, calls, prefix, redis }
   }
+
+  it("answers each operation of a batch script with exactly the single script's reply", async () => {
+    const { ledger, prefix, redis } = setup()
+    await ledger.openAccount('single', { type: 'registered' })
+    await ledger.openAccount('batched', { type: 'registered' })
+    const source = (def: ScriptDef): string => (backend === 'mock' ? def.bareSource : def.source)
+    const now = String(Date.now())
+    // Reserves (held, refused for want of credits), then settlements (a commit, a resend of
+    // it, a release and a never-reserved hold), each batch on one account (one slot).
+    const reserves = [
+      [now, 'nonce-aaaaaaaaaa', '1000', '30000', '/e', '*', '', '', '0', '0', '86400000', '1000'],
+      [
+        now,
+        'nonce-bbbbbbbbbb',
+        '9000000',
+        '30000',
+        '/e',
+        '*',
+        '',
+        '',
+        '0',
+        '0',
+        '86400000',
+        '1000',
+      ],
+      [now, 'nonce-cccccccccc', '2000', '30000', '/e|x', '*', '', '', '0', '0', '86400000', '1000'],
+      [now, 'nonce-dddddddddd', '3000', '30000', '/e', '*', '', '', '0', '0', '86400000', '1000'],
+    ]
+    const retention = ['86400000', '2678400000', '31622400000']
+    const settlements = [
+      [now, 'nonce-aaaaaaaaaa', 'commit', '', '86400000', '1000', '3', ...retention],
+      [now, 'nonce-aaaaaaaaaa', 'commit', '', '86400000', '1000', '3', ...retention],
+      [now, 'nonce-dddddddddd', 'release', '', '86400000', '1000', '', ...retention],
+      [now, 'nonce-eeeeeeeeee', 'commit', '', '86400000', '1000', '', ...retention],
+    ]
+    const run = async (
+      id: string,
+      single: ScriptDef,
+      batch: BatchScriptDef,
+      ops: string[][],
+    ): Promise<{ one: unknown[]; all: unknown }> => {
+      const keys = scriptKeys(prefix, id, single.numberOfKeys)
+      if (id === 'single') {
+        const one: unknown[] = []
+        for (const args of ops)
+          one.push(await redis.eval(source(single), keys.length, ...keys, ...args))
+        return { one, all: undefined }
+      }
+      const all = await redis.eval(
+        source(batch),
+        keys.length * ops.length,
+        ...ops.flatMap(() => keys),
+        ...ops.flat(),
+      )
+      return { one: [], all }
+    }
+    for (const [single, batch, ops] of [
+      [scripts.reserve, scripts.reserveBatch, reserves],
+      [scripts.resolve, scripts.resolveBatch, settlements],
+    ] as const) {
+      const { one } = await run('single', single, batch, ops)
+      const { all } = await run('batched', single, batch, ops)
+      expect(typeof all).toBe('string')
+      expect(splitBatchReply(all)).toEqual(one)
+    }
+    const [single, batched] = await Promise.all([
+      ledger.balance('single'),
+      ledger.balance('batched'),
+    ])
+    expect(batched).toEqual({ ...single, accountId: 'batched', createdAt: batched.createdAt })
+  })
 
   it('sends the reserves of one turn as one script per slot, each with its own exact reply', async () => {
     const { ledger, calls } = setup()
