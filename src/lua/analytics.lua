@@ -162,7 +162,7 @@ local function trimUsage()
   for _, g in ipairs(GRANULARITIES) do
     local cutoff = C.now - U.keep[g]
     if cutoff > 0 then
-      local old = redis.call('ZRANGEBYLEX', U.index, '[' .. g, '(' .. g .. pad16(cutoff), 'LIMIT', 0, 100)
+      local old = redis.call('ZRANGEBYLEX', U.index, '[' .. g, '(' .. g .. pad16(cutoff), 'LIMIT', '0', '100')
       if #old > 0 then
         redis.call('HDEL', U.usage, unpack(old))
         redis.call('ZREM', U.index, unpack(old))
@@ -191,7 +191,7 @@ local function addUsage(endpoint, credits, refunded, latency)
     -- was then counted in its hour, day and month at once): if this hour has calls already,
     -- they are in its day and month, so the hour counts as folded, and the next one is lazy.
     w = U.hour
-    if #redis.call('ZRANGEBYLEX', U.index, '[h' .. pad16(U.hour), '[h~', 'LIMIT', 0, 1) > 0 then
+    if #redis.call('ZRANGEBYLEX', U.index, '[h' .. pad16(U.hour), '[h~', 'LIMIT', '0', '1') > 0 then
       w = U.hour + HOUR_MS
     end
     hset[1] = WATERMARK

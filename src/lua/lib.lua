@@ -9,6 +9,8 @@
     number by that same `+ 0.0`, which parses it once; tonumber() parses it twice (strtod is
     6 % of a settlement's instructions when every number went through tonumber);
   - numbers leave Lua only through F(), never tostring() or `..` (which print 1e+15 or 5.0);
+  - the constant arguments of the commands every call runs are strings ('0', not 0): Redis
+    prints a number argument with sprintf('%.17g'), as costly as the command it goes with;
   - replies are built by table constructors, or `{unpack(t)}`;
   - reply errors are status words ({'INVALID', code, reason}), not redis.error_reply.
 
@@ -422,7 +424,7 @@ end
 -- refresh comes first (so a rollover carries what a hold gives back at that instant), then
 -- holds, then expiries. Finally a subscription past its end is removed.
 local function maintain(A)
-  local due = redis.call('ZRANGEBYSCORE', C.deadlines, '-inf', F(C.now), 'WITHSCORES', 'LIMIT', 0, 1000)
+  local due = redis.call('ZRANGEBYSCORE', C.deadlines, '-inf', F(C.now), 'WITHSCORES', 'LIMIT', '0', '1000')
   local S = subscription(A)
   local h = 1
   local refreshes = 0
