@@ -7,7 +7,8 @@
  * Environment: BENCH_ROUNDS (default 3), BENCH_DURATION seconds per run (default 8),
  * BENCH_CONNECTIONS (default 64), BENCH_ACCOUNTS (default 5000), BENCH_MEMORY_ACCOUNTS
  * (default 100000), BENCH_SKIP_HTTP=1 / BENCH_SKIP_LEDGER=1 to run one half, BENCH_BATCH the
- * gated servers' ledger batchSize (default: the ledger's own).
+ * gated servers' ledger batchSize (default: the ledger's own), BENCH_DIAGNOSE=1 to have the
+ * servers report every charged call whose response did not finish with a 2xx.
  */
 import { execFileSync, fork, type ChildProcess } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
@@ -74,15 +75,23 @@ async function startServer(
  * Stops a server gracefully: it settles what it served, reports its 2xx count and the calls its
  * gate reported charged, and exits.
  */
-async function stopServer(child: ChildProcess): Promise<{ served: number; charged: number }> {
-  const report = new Promise<{ served: number; charged: number }>((resolve) => {
-    child.on('message', (message: unknown) => {
-      if (typeof message === 'object' && message !== null && 'served' in message) {
-        const charged = 'charged' in message ? Number(message.charged) : 0
-        resolve({ served: Number(message.served), charged })
-      }
-    })
-  })
+async function stopServer(
+  child: ChildProcess,
+): Promise<{ served: number; charged: number; unexplained: string }> {
+  const report = new Promise<{ served: number; charged: number; unexplained: string }>(
+    (resolve) => {
+      child.on('message', (message: unknown) => {
+        if (typeof message === 'object' && message !== null && 'served' in message) {
+          const charged = 'charged' in message ? Number(message.charged) : 0
+          const unexplained =
+            'unexplained' in message && Array.isArray(message.unexplained)
+              ? JSON.stringify(message.unexplained.slice(0, 5))
+              : '[]'
+          resolve({ served: Number(message.served), charged, unexplained })
+        }
+      })
+    },
+  )
   const exited = new Promise((resolve) => child.once('exit', resolve))
   child.send('stop')
   const counts = await report
@@ -174,7 +183,7 @@ async function httpBench(redis: OwnedRedis): Promise<{ runs: Run[]; ledgerCheck:
         const cpuAfter = [cpuMs(child.pid), cpuMs(redisPid)] as const
         const perRequest = (i: 0 | 1) =>
           (1000 * (cpuAfter[i] - cpuBefore[i])) / Math.max(1, result.requests.total)
-        const { served, charged: chargedEvents } = await stopServer(child)
+        const { served, charged: chargedEvents, unexplained } = await stopServer(child)
         const ok = result['2xx']
         const failed = result.non2xx
         runs.push({
@@ -193,7 +202,7 @@ async function httpBench(redis: OwnedRedis): Promise<{ runs: Run[]; ledgerCheck:
           const after = await settled(ledger)
           const charged = before.balance - after.balance
           ledgerCheck.push(
-            `${mix.name}, round ${round + 1}, ${kind}: the server sent ${served} 2xx responses and its gate reported ${chargedEvents} charged, ${charged} credits were charged, ${failed + warm.non2xx} non-2xx were not, pending after settling: ${after.pending}${charged === served && chargedEvents === served && after.pending === 0 ? '' : '  <-- MISMATCH'}`,
+            `${mix.name}, round ${round + 1}, ${kind}: the server sent ${served} 2xx responses and its gate reported ${chargedEvents} charged, ${charged} credits were charged, ${failed + warm.non2xx} non-2xx were not, pending after settling: ${after.pending}${charged === served && chargedEvents === served && after.pending === 0 ? '' : '  <-- MISMATCH'}${unexplained === '[]' ? '' : ` (charged, no 2xx finish: ${unexplained})`}`,
           )
         }
         console.log(

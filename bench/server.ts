@@ -31,6 +31,20 @@ async function loadLibrary(): Promise<typeof Creditgate> {
 /** Calls the gate reported charged (its `charged` events), for the ledger check. */
 const gateCounts = { charged: 0 }
 
+/**
+ * BENCH_DIAGNOSE=1: the server also keeps, per hold, what its response did (`finish` and its
+ * status, and at `close` what the gate reads there), and reports the charged holds whose
+ * response did not finish with a 2xx. Off by default: it costs every request a listener.
+ */
+const diagnose = process.env['BENCH_DIAGNOSE'] === '1'
+const chargedHolds = new Set<string>()
+interface Seen {
+  finishStatus?: number
+  closedFirst?: boolean
+  atClose?: string
+}
+const seenOf = new Map<string, Seen>()
+
 function accountOf(req: { headers: Record<string, string | string[] | undefined> }): string {
   const id = req.headers['x-account-id']
   return typeof id === 'string' ? id : 'anonymous'
@@ -65,8 +79,9 @@ function gateFor(
       // The gate's own account of its settlements, reported beside the 2xx count on stop: a
       // ledger check that disagrees with the balances then tells a counting artefact of the
       // benchmark from a fault of the ledger.
-      creditGate.on('charged', () => {
+      creditGate.on('charged', (event) => {
         gateCounts.charged += 1
+        if (diagnose) chargedHolds.add(event.holdId)
       })
       return creditGate('basic')
     }
@@ -197,10 +212,26 @@ export async function main(): Promise<void> {
   const app = express()
   app.set('etag', false)
   app.set('x-powered-by', false)
-  const gate = gateFor(kind, redisUrl, await loadLibrary())
+  const library = await loadLibrary()
+  const gate = gateFor(kind, redisUrl, library)
   let served = 0
   const handler: RequestHandler = (req, res) => {
+    let seen: Seen | undefined
+    if (diagnose) {
+      const watched: Seen = {}
+      seen = watched
+      const holdId = library.getCredits(req)?.holdId
+      if (holdId !== undefined) seenOf.set(holdId, watched)
+      res.on('close', () => {
+        watched.closedFirst ??= true
+        watched.atClose = `writableFinished ${String(res.writableFinished)}, status ${res.statusCode}`
+      })
+    }
     res.on('finish', () => {
+      if (seen !== undefined) {
+        seen.finishStatus = res.statusCode
+        seen.closedFirst ??= false
+      }
       if (res.statusCode >= 200 && res.statusCode < 300) served += 1
     })
     // The 10 % failing mix: the load generator marks every tenth request.
@@ -224,7 +255,10 @@ export async function main(): Promise<void> {
     server.close()
     server.closeAllConnections()
     setTimeout(() => {
-      process.send?.({ served, charged: gateCounts.charged })
+      const unexplained = [...chargedHolds]
+        .map((holdId) => ({ holdId, ...seenOf.get(holdId) }))
+        .filter((s) => s.finishStatus === undefined || s.finishStatus >= 300)
+      process.send?.({ served, charged: gateCounts.charged, unexplained })
       process.exit(0)
     }, 1000)
   })
