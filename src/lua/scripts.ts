@@ -95,7 +95,13 @@ for i = 0, count - 1 do
     end
     reply = { 'ERROR', (string.gsub(tostring(reply), '[|\\n]', ' ')) }
   end
-  out[i + 1] = table.concat(reply, '|')
+  -- A reply with a hole (a record that was tampered with) cannot be joined: it answers as a
+  -- reply the caller does not understand, and the others' replies stand.
+  local joined, line = pcall(table.concat, reply, '|')
+  if not joined then
+    line = 'UNREADABLE'
+  end
+  out[i + 1] = line
 end
 return table.concat(out, '\\n')
 `

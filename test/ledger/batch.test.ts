@@ -4,7 +4,7 @@ import calculateSlot from 'cluster-key-slot'
 import { Cluster, Redis } from 'ioredis'
 
 import { RedisLedger, isCreditError, type RedisLedgerOptions } from '../../src/index'
-import { scriptKeys } from '../../src/ledger/keys'
+import { accountKeys, parseHoldId, scriptKeys } from '../../src/ledger/keys'
 import {
   scripts,
   splitBatchReply,
@@ -230,6 +230,32 @@ describe.each(BACKENDS)('batched reserves and settlements on %s', (backend: Back
       'committed',
     ])
     expect(await ledger.balance('m1')).toMatchObject({ available: 3, pending: 1 })
+  })
+
+  it("keeps a tampered hold's unreadable reply to its own operation; the others in its batch stand", async () => {
+    const { ledger, calls, prefix, redis } = setup()
+    await ledger.openAccount('t1', { type: 'registered' })
+    const holds = await Promise.all(
+      [1, 2, 3].map(() => ledger.reserve('t1', 1, { endpoint: '/t' })),
+    )
+    const [first, tampered, third] = holds.map((h) => (h.status === 'held' ? h.holdId : ''))
+    // Not a record the scripts write: the settlement's reply then has holes.
+    await redis.hset(accountKeys(prefix, 't1').holds, parseHoldId(tampered).nonce, 'X|garbage')
+    calls.length = 0
+    const outcomes = await Promise.allSettled([
+      ledger.commit(first ?? ''), // alone: nothing was in flight
+      ledger.commit(tampered ?? ''),
+      ledger.commit(third ?? ''),
+    ])
+    expect(
+      outcomes.map((o) =>
+        o.status === 'fulfilled' ? o.value.outcome : isCreditError(o.reason) && o.reason.code,
+      ),
+    ).toEqual(['committed', 'ERR_CREDIT_SCRIPT_REPLY', 'committed'])
+    expect(calls.map((c) => [c.script, c.keys.length / 7])).toEqual([
+      ['resolve', 1],
+      ['resolveBatch', 2],
+    ])
   })
 
   it('sends one operation alone as the plain script, and every operation alone with batchSize 1', async () => {
