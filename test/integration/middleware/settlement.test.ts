@@ -264,6 +264,59 @@ describe.each(EXPRESS_VERSIONS)('settlement on %s', (name, factory) => {
     expect(await redisLedger.balance('u')).toMatchObject({ available: 350, pending: 0 })
   })
 
+  // The bench's ledger check counts a 2xx at `finish`; the gate decides at `close`. Whatever
+  // order Node gives the two when a client leaves mid-response, a charge means a finish came
+  // first.
+  it.each([
+    ['a reset after the first bytes of 64 MB', 64 * 1024 * 1024, 'reset', 'data'],
+    ['a destroy after the first bytes of 64 MB', 64 * 1024 * 1024, 'destroy', 'data'],
+    ['a destroy before 1 MB is sent', 1024 * 1024, 'destroy', 'early'],
+    ['a reset before 1 MB is sent', 1024 * 1024, 'reset', 'early'],
+  ] as const)(
+    'charges a 200 only when it finished before it closed: %s',
+    async (_name, size, how, when) => {
+      const { gate, redisLedger, log } = await setup()
+      const events: string[] = []
+      const probe: RequestHandler = (_req, res, next) => {
+        res.on('finish', () => events.push('finish'))
+        res.on('close', () => events.push('close'))
+        next()
+      }
+      const ended = deferred()
+      const app = appWith(factory, (a) =>
+        a.get('/big', probe, gate('pro'), (_req, res) => {
+          setTimeout(() => {
+            res.status(200).send(Buffer.alloc(size))
+            ended.resolve()
+          }, 5)
+        }),
+      )
+      const url = await serve(app)
+      const client = http.request(`${url}/big`, { headers: { [ACCOUNT_HEADER]: 'u' } }, (res) => {
+        res.once('data', () => {
+          if (when === 'data') leave()
+        })
+      })
+      const leave = (): void => {
+        if (how === 'reset') client.socket?.resetAndDestroy()
+        else client.destroy()
+      }
+      client.on('error', () => undefined)
+      client.end()
+      if (when === 'early') setTimeout(leave, 6)
+      await ended.promise
+      await log.settled(1)
+      await new Promise((resolve) => setTimeout(resolve, 20)) // a late finish, if any
+      const finishedFirst = events[0] === 'finish'
+      expect(events).toContain('close')
+      expect(log.of('charged')).toHaveLength(finishedFirst ? 1 : 0)
+      expect(await redisLedger.balance('u')).toMatchObject({
+        available: finishedFirst ? 345 : 350,
+        pending: 0,
+      })
+    },
+  )
+
   it('releases at once a hold whose reserve returns after the client left, without running the handler', async () => {
     const { gate, ledger, redisLedger, log } = await setup()
     const reserveSent = deferred()
