@@ -282,12 +282,10 @@ describe.each(EXPRESS_VERSIONS)('settlement on %s', (name, factory) => {
         res.on('close', () => events.push('close'))
         next()
       }
-      const ended = deferred()
       const app = appWith(factory, (a) =>
         a.get('/big', probe, gate('pro'), (_req, res) => {
           setTimeout(() => {
             res.status(200).send(Buffer.alloc(size))
-            ended.resolve()
           }, 5)
         }),
       )
@@ -304,9 +302,9 @@ describe.each(EXPRESS_VERSIONS)('settlement on %s', (name, factory) => {
       client.on('error', () => undefined)
       client.end()
       if (when === 'early') setTimeout(leave, 6)
-      await ended.promise
+      // The gate settles at close (or, if the client left before the reserve came back, at
+      // once, and the handler never runs): by then the first of the two events is known.
       await log.settled(1)
-      await new Promise((resolve) => setTimeout(resolve, 20)) // a late finish, if any
       const finishedFirst = events[0] === 'finish'
       expect(events).toContain('close')
       expect(log.of('charged')).toHaveLength(finishedFirst ? 1 : 0)
