@@ -84,9 +84,9 @@ async function stopServer(
         if (typeof message === 'object' && message !== null && 'served' in message) {
           const charged = 'charged' in message ? Number(message.charged) : 0
           const unexplained =
-            'unexplained' in message && Array.isArray(message.unexplained)
-              ? JSON.stringify(message.unexplained.slice(0, 5))
-              : '[]'
+            'unexplainedCount' in message && Number(message.unexplainedCount) > 0
+              ? `${Number(message.unexplainedCount)} charged without a 2xx finish, the first: ${JSON.stringify('unexplained' in message ? message.unexplained : [])}`
+              : ''
           resolve({ served: Number(message.served), charged, unexplained })
         }
       })
@@ -202,7 +202,7 @@ async function httpBench(redis: OwnedRedis): Promise<{ runs: Run[]; ledgerCheck:
           const after = await settled(ledger)
           const charged = before.balance - after.balance
           ledgerCheck.push(
-            `${mix.name}, round ${round + 1}, ${kind}: the server sent ${served} 2xx responses and its gate reported ${chargedEvents} charged, ${charged} credits were charged, ${failed + warm.non2xx} non-2xx were not, pending after settling: ${after.pending}${charged === served && chargedEvents === served && after.pending === 0 ? '' : '  <-- MISMATCH'}${unexplained === '[]' ? '' : ` (charged, no 2xx finish: ${unexplained})`}`,
+            `${mix.name}, round ${round + 1}, ${kind}: the server sent ${served} 2xx responses and its gate reported ${chargedEvents} charged, ${charged} credits were charged, ${failed + warm.non2xx} non-2xx were not, pending after settling: ${after.pending}${charged === served && chargedEvents === served && after.pending === 0 ? '' : '  <-- MISMATCH'}${unexplained === '' ? '' : ` (${unexplained})`}`,
           )
         }
         console.log(

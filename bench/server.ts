@@ -216,15 +216,13 @@ export async function main(): Promise<void> {
   const gate = gateFor(kind, redisUrl, library)
   let served = 0
   const handler: RequestHandler = (req, res) => {
-    let seen: Seen | undefined
-    if (diagnose) {
-      const watched: Seen = {}
-      seen = watched
+    const seen: Seen | undefined = diagnose ? {} : undefined
+    if (seen !== undefined) {
       const holdId = library.getCredits(req)?.holdId
-      if (holdId !== undefined) seenOf.set(holdId, watched)
+      if (holdId !== undefined) seenOf.set(holdId, seen)
       res.on('close', () => {
-        watched.closedFirst ??= true
-        watched.atClose = `writableFinished ${String(res.writableFinished)}, status ${res.statusCode}`
+        seen.closedFirst ??= true
+        seen.atClose = `writableFinished ${String(res.writableFinished)}, status ${res.statusCode}`
       })
     }
     res.on('finish', () => {
@@ -258,8 +256,16 @@ export async function main(): Promise<void> {
       const unexplained = [...chargedHolds]
         .map((holdId) => ({ holdId, ...seenOf.get(holdId) }))
         .filter((s) => s.finishStatus === undefined || s.finishStatus >= 300)
-      process.send?.({ served, charged: gateCounts.charged, unexplained })
-      process.exit(0)
+      // A few are enough to tell what happened; a message of thousands may not be out before
+      // the exit.
+      const report = {
+        served,
+        charged: gateCounts.charged,
+        unexplained: unexplained.slice(0, 5),
+        unexplainedCount: unexplained.length,
+      }
+      if (process.send === undefined) process.exit(0)
+      process.send(report, () => process.exit(0))
     }, 1000)
   })
 }
