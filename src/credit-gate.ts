@@ -169,6 +169,8 @@ class GatedCall extends Waiter {
   #priceMilli = 0
   /** Set when the response closes. The first close is the only one that can settle the call. */
   #closed = false
+  /** Set when the response finishes: all of it was handed to the operating system. */
+  #finished = false
   /** Set when the handler is started. */
   #handlerStart: number | undefined
   #state: CreditState | undefined
@@ -189,11 +191,16 @@ class GatedCall extends Waiter {
     this.#next = next
     // Before anything asynchronous: a client that leaves during identify or the reserve must
     // be seen.
-    // One listener: Node emits `close` on every response, right after `finish` when it
-    // completed, alone when it did not (abort, error after headers), whatever
-    // `res.statusCode` reads (DESIGN §6). `on` rather than `once`: a response closes once, and
-    // `once` would cost a wrapper and a removal per request; #onClose ignores any repeat.
+    // Node emits `close` on every response, right after `finish` when it completed, alone
+    // when it did not (abort, error after headers), whatever `res.statusCode` reads
+    // (DESIGN §6); `finish` is listened to once the handler starts (#start). `on` rather than
+    // `once`: a response closes once, and `once` would cost a wrapper and a removal per
+    // request; #onClose ignores any repeat.
     res.on('close', this.#onClose)
+  }
+
+  readonly #onFinish = (): void => {
+    this.#finished = true
   }
 
   readonly #onClose = (): void => {
@@ -422,6 +429,7 @@ class GatedCall extends Waiter {
     this.#state = state
     attachCreditInfo(this.#req, res, state)
     setCreditHeaders(res, state)
+    res.on('finish', this.#onFinish)
     this.#handlerStart = performance.now()
     this.#nextCalled = true
     this.#next()
@@ -429,7 +437,9 @@ class GatedCall extends Waiter {
 
   /**
    * At the response's first `close`, once the handler ran: commit, release, or record a free
-   * call. `writableFinished` tells a finished response from an aborted one (DESIGN §6).
+   * call. `finish` tells a finished response from an aborted one (DESIGN §6); `writableFinished`
+   * cannot: a response ended after its connection was destroyed (a reset, a timeout), before
+   * Node emitted `close`, is dropped unsent and yet reads `writableFinished` true.
    */
   #settle(handlerStart: number): void {
     const state = this.#state
@@ -440,7 +450,7 @@ class GatedCall extends Waiter {
       this.#recordFreeUsage(latencyMs)
       return
     }
-    const finished = this.#res.writableFinished
+    const finished = this.#finished
     const { statusCode } = this.#res
     let charge = false
     let reason: RefundReason = finished ? 'status' : 'aborted'

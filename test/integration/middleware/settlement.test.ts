@@ -1,4 +1,5 @@
 import http from 'node:http'
+import type { Socket } from 'node:net'
 import { Readable, pipeline } from 'node:stream'
 
 import type { Express, NextFunction, Request, RequestHandler, Response } from 'express'
@@ -263,6 +264,54 @@ describe.each(EXPRESS_VERSIONS)('settlement on %s', (name, factory) => {
     expect(log.of('charged')).toEqual([])
     expect(await redisLedger.balance('u')).toMatchObject({ available: 350, pending: 0 })
   })
+
+  // A connection destroyed (a reset, a timeout, closeAllConnections) emits `close` one turn
+  // later; a response ended in between is dropped by Node without a word, and yet reads
+  // `writableFinished` true at that `close`. It never finished: nothing is charged.
+  it.each([
+    ['the handler destroys the connection, then answers 200', 'handler'],
+    ['the connection is destroyed while the reserve is in flight', 'reserve'],
+  ] as const)(
+    'does not charge a 200 sent after its connection was destroyed: %s',
+    async (_name, where) => {
+      const { gate, ledger, redisLedger, log } = await setup()
+      const sockets: Socket[] = []
+      const events: string[] = []
+      const probe: RequestHandler = (req, res, next) => {
+        sockets.push(req.socket)
+        res.on('finish', () => events.push('finish'))
+        res.on('close', () =>
+          events.push(`close, writableFinished ${String(res.writableFinished)}`),
+        )
+        next()
+      }
+      if (where === 'reserve') {
+        ledger.faults.reserve = async (real) => {
+          const result = await real()
+          sockets[0]?.destroy()
+          return result
+        }
+      }
+      // `end` with the body (no Content-Length): Express's `json` and `send` buffer theirs,
+      // which then reads `writableFinished` false.
+      const handler = jest.fn((req: Request, res: Response) => {
+        if (where === 'handler') req.socket.destroy()
+        res.status(200).end('ok')
+      })
+      const app = appWith(factory, (a) => a.get('/x', probe, gate('pro'), handler))
+      const url = await serve(app)
+      const client = http.request(`${url}/x`, { headers: { [ACCOUNT_HEADER]: 'u' } })
+      client.on('error', () => undefined)
+      client.end()
+      await log.settled(1)
+      expect(handler).toHaveBeenCalledTimes(1)
+      // The state that used to be charged: ended, closed, no finish.
+      expect(events).toEqual(['close, writableFinished true'])
+      expect(log.of('charged')).toEqual([])
+      expect(log.of('refunded')[0]).toMatchObject({ reason: 'aborted', statusCode: null })
+      expect(await redisLedger.balance('u')).toMatchObject({ available: 350, pending: 0 })
+    },
+  )
 
   // The bench's ledger check counts a 2xx at `finish`; the gate decides at `close`. Whatever
   // order Node gives the two when a client leaves mid-response, a charge means a finish came
