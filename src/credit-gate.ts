@@ -169,7 +169,7 @@ class GatedCall extends Waiter {
   #priceMilli = 0
   /** Set when the response closes. The first close is the only one that can settle the call. */
   #closed = false
-  /** Set when the response finishes: all of it was handed to the operating system. */
+  /** Set when the response finishes with no error on its connection: all of it was sent. */
   #finished = false
   /** Set when the handler is started. */
   #handlerStart: number | undefined
@@ -200,7 +200,9 @@ class GatedCall extends Waiter {
   }
 
   readonly #onFinish = (): void => {
-    this.#finished = true
+    // Node emits `finish` even when the last write failed (a client that reset while a large
+    // body was being sent); the connection's `errored` tells the two apart.
+    this.#finished = !this.#req.socket.errored
   }
 
   readonly #onClose = (): void => {
