@@ -230,7 +230,8 @@ export async function main(): Promise<void> {
         seen.finishStatus = res.statusCode
         seen.closedFirst ??= false
       }
-      if (res.statusCode >= 200 && res.statusCode < 300) served += 1
+      // Counted as the gate charges: a 2xx finish with no failed write on the connection.
+      if (res.statusCode >= 200 && res.statusCode < 300 && !req.socket.errored) served += 1
     })
     // The 10 % failing mix: the load generator marks every tenth request.
     if (req.query['fail'] === '1') {
