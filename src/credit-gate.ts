@@ -201,8 +201,10 @@ class GatedCall extends Waiter {
 
   readonly #onFinish = (): void => {
     // Node emits `finish` even when the last write failed (a client that reset while a large
-    // body was being sent); the connection's `errored` tells the two apart.
-    this.#finished = !this.#req.socket.errored
+    // body was being sent); the connection's `errored` tells the two apart. A hand-made
+    // request (a test double) may have no socket.
+    const socket = this.#req.socket as IncomingMessage['socket'] | undefined
+    this.#finished = !socket?.errored
   }
 
   readonly #onClose = (): void => {

@@ -313,6 +313,20 @@ describe.each(EXPRESS_VERSIONS)('settlement on %s', (name, factory) => {
     },
   )
 
+  it('charges a finished 200 whose request has no socket (a test double)', async () => {
+    const { gate, redisLedger, log } = await setup()
+    const noSocket: RequestHandler = (req, _res, next) => {
+      Object.defineProperty(req, 'socket', { value: undefined })
+      next()
+    }
+    const app = appWith(factory, (a) => a.get('/x', noSocket, gate('pro'), ok))
+    const url = await serve(app)
+    expect((await request(url).get('/x').set(ACCOUNT_HEADER, 'u')).status).toBe(200)
+    await log.settled(1)
+    expect(log.of('charged')).toHaveLength(1)
+    expect(await redisLedger.balance('u')).toMatchObject({ available: 345, pending: 0 })
+  })
+
   // The gate decides at `close`. Whatever order Node gives `finish` and `close` when a client
   // leaves mid-response, a charge means a finish came first, and not one after a failed write:
   // Node emits `finish` even then (64 MB do not fit in the socket's buffers; 1 MB may).
