@@ -3,13 +3,16 @@
  * figure on every run, where timings on a shared machine move by half. Compare two versions of
  * the scripts with it; quote timings from bench/run.ts.
  *
- *   tsx bench/redis-cost.ts [pairs] [callers] [batchSize]     (defaults 2000, 16, 16)
+ *   tsx bench/redis-cost.ts [pairs] [callers] [batchSize] [warm] [-- redis-server args...]
+ *                                                           (defaults 2000, 16, 16, 1)
  *
  * Starts `valgrind --tool=callgrind redis-server` on a free port, opens 1,000 accounts, warms
- * every script up, then counts only the measured phases: `pairs` reserves, then their commits
+ * every script up with `warm` reserve+commit pairs per account (the outcomes an account then
+ * remembers), then counts only the measured phases: `pairs` reserves, then their commits
  * (every tenth one a release), from `callers` concurrent callers. With one caller nothing is
  * batched and the count is exact to a few instructions; with more, batches form by timing and
- * the count moves by about 2 %. Needs valgrind (`apt-get install -y valgrind`).
+ * the count moves by about 2 %. Arguments after `--` go to redis-server (for instance
+ * `--hash-max-listpack-entries 16`). Needs valgrind (`apt-get install -y valgrind`).
  */
 import { spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
@@ -24,7 +27,12 @@ import { RedisLedger } from 'creditgate'
 import { freePort } from '../test/setup/redis-server'
 
 const ACCOUNTS = 1000
-const [pairs = 2000, callers = 16, batchSize = 16] = process.argv.slice(2).map(Number)
+const argv = process.argv.slice(2)
+const dashes = argv.indexOf('--')
+const [pairs = 2000, callers = 16, batchSize = 16, warm = 1] = (
+  dashes === -1 ? argv : argv.slice(0, dashes)
+).map(Number)
+const serverArgs = dashes === -1 ? [] : argv.slice(dashes + 1)
 
 const canConnect = (port: number): Promise<boolean> =>
   new Promise((resolve) => {
@@ -66,6 +74,7 @@ async function main(): Promise<void> {
       '',
       '--appendonly',
       'no',
+      ...serverArgs,
     ],
     { stdio: 'ignore' },
   )
@@ -123,9 +132,12 @@ async function main(): Promise<void> {
       return all.length
     }
     // Warm-up: every script is sent once by EVAL and compiled before counting starts, and every
-    // account has settled a call, as in a server's steady state (its usage periods exist).
-    await reserveAll(Math.ceil(ACCOUNTS / callers) * callers)
-    await settleAll()
+    // account has settled `warm` calls, as in a server's steady state (its usage periods exist,
+    // and its holds hash remembers that many outcomes).
+    for (let round = 0; round < warm; round++) {
+      await reserveAll(Math.ceil(ACCOUNTS / callers) * callers)
+      await settleAll()
+    }
     control('-i', 'on')
     await reserveAll(pairs)
     control('-d', 'reserve')
@@ -140,7 +152,7 @@ async function main(): Promise<void> {
     const reserve = instructions(reserveFile) / counted / 1000
     const settle = instructions(settleFile) / counted / 1000
     console.log(
-      `${counted} pairs, ${callers} callers, batchSize ${batchSize}: reserve ${reserve.toFixed(1)} + settle ${settle.toFixed(1)} = ${(reserve + settle).toFixed(1)} thousand instructions of Redis per pair`,
+      `${counted} pairs, ${callers} callers, batchSize ${batchSize}, ${warm} warm-up pairs per account${serverArgs.length > 0 ? `, redis-server ${serverArgs.join(' ')}` : ''}: reserve ${reserve.toFixed(1)} + settle ${settle.toFixed(1)} = ${(reserve + settle).toFixed(1)} thousand instructions of Redis per pair`,
     )
   } finally {
     await redis.quit()
