@@ -193,9 +193,9 @@ class GatedCall extends Waiter {
     // be seen.
     // Node emits `close` on every response, right after `finish` when it completed, alone
     // when it did not (abort, error after headers), whatever `res.statusCode` reads
-    // (DESIGN §6); `finish` is listened to once the handler starts (#start). `on` rather than
-    // `once`: a response closes once, and `once` would cost a wrapper and a removal per
-    // request; #onClose ignores any repeat.
+    // (DESIGN §6); `finish` is listened to once a hold's handler starts (#start). `on`
+    // rather than `once`: a response closes once, and `once` would cost a wrapper and a
+    // removal per request; #onClose ignores any repeat.
     res.on('close', this.#onClose)
   }
 
@@ -433,7 +433,8 @@ class GatedCall extends Waiter {
     this.#state = state
     attachCreditInfo(this.#req, res, state)
     setCreditHeaders(res, state)
-    res.on('finish', this.#onFinish)
+    // Only a hold is settled on how the response ended; a free call is recorded either way.
+    if (hold !== undefined) res.on('finish', this.#onFinish)
     this.#handlerStart = performance.now()
     this.#nextCalled = true
     this.#next()
