@@ -8,7 +8,8 @@
  * BENCH_CONNECTIONS (default 64), BENCH_ACCOUNTS (default 5000), BENCH_MEMORY_ACCOUNTS
  * (default 100000), BENCH_SKIP_HTTP=1 / BENCH_SKIP_LEDGER=1 to run one half, BENCH_BATCH the
  * gated servers' ledger batchSize (default: the ledger's own), BENCH_DIAGNOSE=1 to have the
- * servers report every charged call whose response did not finish with a 2xx.
+ * servers report every charged call whose response did not finish with a 2xx,
+ * BENCH_REDIS_ARGS more arguments for the redis-server (space-separated).
  */
 import { execFileSync, fork, type ChildProcess } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
@@ -247,7 +248,7 @@ function ledgerTable(f: LedgerFigures): string {
 }
 
 async function main(): Promise<void> {
-  const redis = await startRedis()
+  const redis = await startRedis((process.env['BENCH_REDIS_ARGS'] ?? '').split(' ').filter(Boolean))
   const started = new Date().toISOString()
   const sections: string[] = []
   try {
