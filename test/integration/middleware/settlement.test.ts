@@ -372,6 +372,7 @@ describe.each(EXPRESS_VERSIONS)('settlement on %s', (name, factory) => {
       expect(events).toContain('close')
       if (size > 8 * 1024 * 1024 && when === 'data') expect(events[0]).toBe('finish, failed')
       expect(log.of('charged')).toHaveLength(finishedFirst ? 1 : 0)
+      if (!finishedFirst) expect(log.of('refunded')[0]).toMatchObject({ reason: 'aborted' })
       expect(await redisLedger.balance('u')).toMatchObject({
         available: finishedFirst ? 345 : 350,
         pending: 0,
