@@ -345,8 +345,10 @@ describe.each(EXPRESS_VERSIONS)('settlement on %s', (name, factory) => {
         res.on('close', () => events.push('close'))
         next()
       }
+      const handlerStarted = deferred()
       const app = appWith(factory, (a) =>
         a.get('/big', probe, gate('pro'), (_req, res) => {
+          handlerStarted.resolve()
           setTimeout(() => {
             res.status(200).send(Buffer.alloc(size))
           }, 5)
@@ -364,9 +366,10 @@ describe.each(EXPRESS_VERSIONS)('settlement on %s', (name, factory) => {
       }
       client.on('error', () => undefined)
       client.end()
-      if (when === 'early') setTimeout(leave, 6)
-      // The gate settles at close (or, if the client left before the reserve came back, at
-      // once, and the handler never runs): by then the first of the two events is known.
+      // Counted from the handler's start, not the request's: on a loaded machine a client that
+      // left 6 ms after sending could be gone before the reserve, and nothing would be settled.
+      if (when === 'early') void handlerStarted.promise.then(() => setTimeout(leave, 6))
+      // The gate settles at close: by then the first of the two events is known.
       await log.settled(1)
       const finishedFirst = events[0] === 'finish'
       expect(events).toContain('close')
