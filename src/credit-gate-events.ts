@@ -30,9 +30,9 @@ export interface ChargedEvent extends CallEvent {
  * Why a hold was given back: `status`, the response finished with a status that is not charged;
  * `aborted`, the connection closed before the response finished, or its last write failed
  * (client abort, an error after the headers, a stream destroyed midway, a response ended on a
- * destroyed connection); `error`, the gate gave the call up (the reserve
- * answered after `ledgerTimeoutMs`, or `chargeWhen` threw); `expired`, the hold outlived its
- * `holdMs` before the commit reached the ledger, so nothing was charged.
+ * destroyed connection); `error`, the gate gave the call up (the reserve answered after
+ * `ledgerTimeoutMs`, or `chargeWhen` threw); `expired`, the hold outlived its `holdMs` before
+ * the commit reached the ledger, so nothing was charged.
  */
 export type RefundReason = 'status' | 'aborted' | 'error' | 'expired'
 
