@@ -8,7 +8,8 @@
  * BENCH_CONNECTIONS (default 64), BENCH_ACCOUNTS (default 5000), BENCH_MEMORY_ACCOUNTS
  * (default 100000), BENCH_SKIP_HTTP=1 / BENCH_SKIP_LEDGER=1 to run one half, BENCH_BATCH the
  * gated servers' ledger batchSize (default: the ledger's own), BENCH_DIAGNOSE=1 to have the
- * servers report every charged call whose response did not finish with a 2xx,
+ * servers report every charged call whose response did not finish with a 2xx and no failed
+ * write,
  * BENCH_REDIS_ARGS more arguments for the redis-server (space-separated).
  */
 import { execFileSync, fork, type ChildProcess } from 'node:child_process'
@@ -86,7 +87,7 @@ async function stopServer(
           const charged = 'charged' in message ? Number(message.charged) : 0
           const unexplained =
             'unexplainedCount' in message && Number(message.unexplainedCount) > 0
-              ? `${Number(message.unexplainedCount)} charged without a 2xx finish, the first: ${JSON.stringify('unexplained' in message ? message.unexplained : [])}`
+              ? `${Number(message.unexplainedCount)} charged without a counted 2xx finish, the first: ${JSON.stringify('unexplained' in message ? message.unexplained : [])}`
               : ''
           resolve({ served: Number(message.served), charged, unexplained })
         }

@@ -32,14 +32,15 @@ async function loadLibrary(): Promise<typeof Creditgate> {
 const gateCounts = { charged: 0 }
 
 /**
- * BENCH_DIAGNOSE=1: the server also keeps, per hold, what its response did (`finish` and its
- * status, and at `close` what the gate reads there), and reports the charged holds whose
- * response did not finish with a 2xx. Off by default: it costs every request a listener.
+ * BENCH_DIAGNOSE=1: the server also keeps, per hold, what its response did (whether its `finish`
+ * was counted, and what `close` found), and reports the charged holds whose response was not
+ * counted. Off by default: it costs every request a listener.
  */
 const diagnose = process.env['BENCH_DIAGNOSE'] === '1'
 const chargedHolds = new Set<string>()
 interface Seen {
-  finishStatus?: number
+  /** 'counted' for a finish counted as served, else the status and the connection's error. */
+  finish?: string
   closedFirst?: boolean
   atClose?: string
 }
@@ -222,16 +223,19 @@ export async function main(): Promise<void> {
       if (holdId !== undefined) seenOf.set(holdId, seen)
       res.on('close', () => {
         seen.closedFirst ??= true
-        seen.atClose = `writableFinished ${String(res.writableFinished)}, status ${res.statusCode}`
+        seen.atClose = `writableFinished ${String(res.writableFinished)}, status ${res.statusCode}, socket error ${req.socket.errored?.message ?? 'none'}`
       })
     }
     res.on('finish', () => {
+      // Counted as the gate charges: a 2xx finish with no failed write on the connection.
+      const counted = res.statusCode >= 200 && res.statusCode < 300 && !req.socket.errored
+      if (counted) served += 1
       if (seen !== undefined) {
-        seen.finishStatus = res.statusCode
+        seen.finish = counted
+          ? 'counted'
+          : `status ${res.statusCode}, socket error ${req.socket.errored?.message ?? 'none'}`
         seen.closedFirst ??= false
       }
-      // Counted as the gate charges: a 2xx finish with no failed write on the connection.
-      if (res.statusCode >= 200 && res.statusCode < 300 && !req.socket.errored) served += 1
     })
     // The 10 % failing mix: the load generator marks every tenth request.
     if (req.query['fail'] === '1') {
@@ -256,7 +260,7 @@ export async function main(): Promise<void> {
     setTimeout(() => {
       const unexplained = [...chargedHolds]
         .map((holdId) => ({ holdId, ...seenOf.get(holdId) }))
-        .filter((s) => s.finishStatus === undefined || s.finishStatus >= 300)
+        .filter((s) => s.finish !== 'counted')
       // A few are enough to tell what happened; a message of thousands may not be out before
       // the exit.
       const report = {
