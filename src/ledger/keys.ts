@@ -69,18 +69,27 @@ export function checkPrefix(prefix: unknown): string {
 export interface AccountKeys {
   /** Hash: account type, flags, creation time, pending total, history sequence and the grant buckets. */
   readonly account: string
-  /** Hash: pending holds and the outcomes of recently resolved ones, by nonce. */
+  /**
+   * Hash: pending holds, by nonce, and the outcomes a resent reserve must find: holds that
+   * expired, were voided (resolved before they were reserved) or cancelled (released because
+   * their reserve's reply was lost).
+   */
   readonly holds: string
-  /** Sorted set: each hold's deadline (expiry while pending, forgetting once resolved). */
+  /** Sorted set: the deadline of each record in `holds` (expiry while pending, then forgetting). */
   readonly deadlines: string
-  /** Hash: the account's idempotency records (grants, subscriptions). */
-  readonly idempotency: string
   /** List: transaction history, newest first, trimmed to the history limit. */
   readonly history: string
+  /**
+   * List: the outcomes of recently committed and released holds, oldest first, as pairs of
+   * nonce and outcome, forgotten from the front after their retention.
+   */
+  readonly outcomes: string
   /** Hash: usage counters per period and endpoint. */
   readonly usage: string
   /** Sorted set: usage periods by start time, to trim by retention. */
   readonly usageIndex: string
+  /** Hash: the account's idempotency records (grants, subscriptions). */
+  readonly idempotency: string
 }
 
 /** Each key's suffix after the account's hash tag, in the order account scripts take KEYS. */
@@ -89,9 +98,10 @@ const SUFFIXES = {
   holds: 'h',
   deadlines: 'd',
   history: 't',
-  idempotency: 'i',
+  outcomes: 'o',
   usage: 'u',
   usageIndex: 'v',
+  idempotency: 'i',
 } as const satisfies Record<keyof AccountKeys, string>
 
 const SCRIPT_KEY_SUFFIXES: readonly string[] = Object.values(SUFFIXES)
@@ -113,16 +123,17 @@ export function accountKeys(prefix: string, accountId: string): AccountKeys {
     account: base + SUFFIXES.account,
     holds: base + SUFFIXES.holds,
     deadlines: base + SUFFIXES.deadlines,
-    idempotency: base + SUFFIXES.idempotency,
     history: base + SUFFIXES.history,
+    outcomes: base + SUFFIXES.outcomes,
     usage: base + SUFFIXES.usage,
     usageIndex: base + SUFFIXES.usageIndex,
+    idempotency: base + SUFFIXES.idempotency,
   }
 }
 
 /**
  * The first `count` keys of an account in the order every account script takes them as KEYS:
- * account, holds, deadlines, history, idempotency, usage, usage index (the names of
+ * account, holds, deadlines, history, outcomes, usage, usage index, idempotency (the names of
  * {@link accountKeys}, built without the object, on every ledger call).
  */
 export function scriptKeys(prefix: string, accountId: string, count: number): string[] {

@@ -438,12 +438,12 @@ export class RedisLedger implements CreditLedger {
         this.#historyLimit,
       ])
     } catch (error) {
-      // The reserve may have run although its reply was lost: void the hold now rather than
-      // leave the credits held until holdMs. If the reserve arrives later still, the void
-      // record makes it a no-op. Best effort: when Redis is down this fails too, and the
-      // hold (if any) expires on its own.
+      // The reserve may have run although its reply was lost: cancel the hold now rather than
+      // leave the credits held until holdMs. If the reserve arrives later still, the record
+      // the cancel leaves makes it a no-op. Best effort: when Redis is down this fails too,
+      // and the hold (if any) expires on its own.
       if (error instanceof CreditStoreError)
-        this.#runResolve(id, nonce, 'release', '').catch(() => undefined)
+        this.#runResolve(id, nonce, 'cancel', '').catch(() => undefined)
       throw error
     }
     switch (reply.status) {
@@ -517,7 +517,7 @@ export class RedisLedger implements CreditLedger {
   async #runResolve(
     accountId: string,
     nonce: string,
-    mode: 'commit' | 'release',
+    mode: 'commit' | 'release' | 'cancel',
     actual: number | '',
     latencyMs: number | '' = '',
   ): Promise<Reply> {

@@ -6,7 +6,8 @@
   KEYS[2] holds        hash    <prefix>{id}:h
   KEYS[3] deadlines    zset    <prefix>{id}:d
   KEYS[4] history      list    <prefix>{id}:t
-  KEYS[5] idempotency  hash    <prefix>{id}:i
+  KEYS[5..7]                   unused; keep the key layout of every script
+  KEYS[8] idempotency  hash    <prefix>{id}:i
   ARGV[1] now          epoch ms, or '' for Redis TIME
   ARGV[2] amount       milli-credits, at least 1
   ARGV[3] source       ^[A-Za-z0-9_.-]+$, at most 64 characters, not 'subscription' (see subscribe)
@@ -48,7 +49,7 @@ end
 if kind ~= 'grant' and kind ~= 'adjust' then
   return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'kind')
 end
-local idempotency = KEYS[5]
+local idempotency = KEYS[8]
 
 local A = load()
 if not A then

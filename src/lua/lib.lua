@@ -117,7 +117,17 @@ end
 
 -- Context of one script run: keys and limits, set by the operation before load(). C.at, when
 -- set, is the time of the lazy event maintain() is applying (<= C.now).
-local C = { now = 0, account = '', holds = '', deadlines = '', history = '', historyMax = 1000, doneTtl = 86400000 }
+-- C.outcomes is the outcomes list's key in the scripts that take it (resolve, maintain), else nil.
+local C = {
+  now = 0,
+  account = '',
+  holds = '',
+  deadlines = '',
+  history = '',
+  outcomes = nil,
+  historyMax = 1000,
+  doneTtl = 86400000,
+}
 
 local function at()
   return C.at or C.now
@@ -130,8 +140,9 @@ local SUB = 'subscription'
 local MAX_REFRESHES = 600
 
 -- Starts an account script: reads the clock into C.now and binds keys[1..4] (account, holds,
--- deadlines, history) with the limits from their ARGV strings. `keys` is the script's KEYS, or
--- one operation's in a batch. Returns an INVALID reply for a bad argument, nil when all is well.
+-- deadlines, history) with the limits from their ARGV strings; a script that takes the outcomes
+-- list (keys[5]) binds it after. `keys` is the script's KEYS, or one operation's in a batch.
+-- Returns an INVALID reply for a bad argument, nil when all is well.
 local function startAccount(keys, nowArg, doneTtlArg, historyMaxArg)
   C.now = clock(nowArg)
   if not C.now then
@@ -146,6 +157,7 @@ local function startAccount(keys, nowArg, doneTtlArg, historyMaxArg)
   C.holds = keys[2]
   C.deadlines = keys[3]
   C.history = keys[4]
+  C.outcomes = nil
   C.doneTtl = doneTtl
   C.historyMax = historyMax
   return nil
@@ -165,6 +177,10 @@ local function newAccount()
     deadlineSet = {},
     deadlineDel = {},
     fieldDel = {},
+    -- The outcomes list (see rememberOutcome): when its oldest entry is due to be forgotten, 0
+    -- when it is empty. A run that changes the list sets, only then: ofDirty; outcomes, the
+    -- entries it appends; trim, how many of the first elements it forgets (forgotten entries).
+    of = 0.0,
   }
 end
 
@@ -202,6 +218,7 @@ local function load()
   table.sort(A.buckets, bucketOrder)
   A.pending = (A.f.pe or '0') + 0.0
   A.seq = (A.f.sq or '0') + 0.0
+  A.of = (A.f.of or '0') + 0.0
   return A
 end
 
@@ -353,9 +370,70 @@ local function dropHold(A, nonce)
   A.deadlineDel[nonce] = true
 end
 
+-- The outcomes list keeps the outcome of each hold settled by a commit or release, in the order
+-- they were made: nonce, then state|charged|returned|forgetAt. A reserve is resent only when its
+-- reply was lost, and then no one could have settled its hold, so it never needs to look here:
+-- the holds hash it reads keeps pending holds and the few outcomes a resent reserve must find
+-- (expired, voided, cancelled), and stays small however many calls an account makes. A resent
+-- settlement, which does need these outcomes, finds them with LPOS. They are forgotten from the
+-- front once due, with no sorted set: the account's `of` field says when the first is due.
+local function rememberOutcome(A, nonce, outcome)
+  local forgetAt = C.now + C.doneTtl
+  local list = A.outcomes or {}
+  list[#list + 1] = nonce
+  list[#list + 1] = outcome .. '|' .. F(forgetAt)
+  A.outcomes = list
+  if A.of == 0 then
+    A.of = forgetAt
+    A.ofDirty = true
+  end
+end
+
+-- The remembered outcome of `nonce` (state|charged|returned|forgetAt), or nil. Entries this run
+-- forgets (the first A.trim elements) are gone already.
+local function findOutcome(A, nonce)
+  local index = redis.call('LPOS', C.outcomes, nonce)
+  if index and index >= (A.trim or 0) then
+    return redis.call('LINDEX', C.outcomes, index + 1) or nil
+  end
+  return nil
+end
+
+-- Forgets the outcomes due by now from the front of the list (at most 1000 a run; flush trims
+-- them), and sets A.of to when the next one is due. An entry that cannot be read is forgotten.
+-- The list is in the order the outcomes were made: should a later entry be due earlier (the
+-- retention was shortened, or an injected clock went back), it waits for the ones before it.
+local function forgetOutcomes(A)
+  A.trim = 0
+  A.forgotten = 0
+  A.ofDirty = true
+  local size = 4
+  while true do
+    local chunk = redis.call('LRANGE', C.outcomes, A.trim, A.trim + size - 1)
+    for i = 2, #chunk, 2 do
+      local forgetAt = string.match(chunk[i], '|(%d+)$')
+      if forgetAt and forgetAt + 0.0 > C.now then
+        A.of = forgetAt + 0.0
+        return
+      end
+      A.trim = A.trim + 2
+      A.forgotten = A.forgotten + 1
+      if A.forgotten == 1000 then
+        return -- A.of stays due: the next run goes on
+      end
+    end
+    if #chunk < size then
+      A.of = 0.0
+      return
+    end
+    size = 64
+  end
+end
+
 -- A pending hold: P|held|expiresAt|alloc|nominal|endpoint, alloc = "bucket=amount,..." in
 -- spending order. A resolved one: state|charged|returned, state C(ommitted), R(eleased),
--- E(xpired) or V(oid: resolved before it was ever reserved).
+-- E(xpired) or V(oid: resolved before it was ever reserved); in the outcomes list followed by
+-- |forgetAt.
 local function parseHold(rec)
   local held, expiresAt, alloc, nominal, endpoint = string.match(rec, '^P|(%d+)|(%d+)|([^|]*)|(%d+)|(.*)$')
   if not held then
@@ -419,10 +497,12 @@ end
 
 -- Lazy maintenance, run by every script that loads an account: applies, in time order and
 -- each at its own time, what fell due up to now: subscription refreshes (catching up every
--- missed month), holds past their deadline (voided, their credits given back), resolved holds
--- past their retention (forgotten) and grant buckets past their expiry. At equal times a
--- refresh comes first (so a rollover carries what a hold gives back at that instant), then
--- holds, then expiries. Finally a subscription past its end is removed.
+-- missed month), holds past their deadline (voided, their credits given back), records of the
+-- holds hash past their retention (forgotten) and grant buckets past their expiry. At equal
+-- times a refresh comes first (so a rollover carries what a hold gives back at that instant),
+-- then holds, then expiries. Then a subscription past its end is removed. Finally, in the
+-- scripts that take the outcomes list (resolve, maintain), the outcomes past their retention
+-- are forgotten.
 local function maintain(A)
   local due = redis.call('ZRANGEBYSCORE', C.deadlines, '-inf', F(C.now), 'WITHSCORES', 'LIMIT', '0', '1000')
   local S = subscription(A)
@@ -483,6 +563,9 @@ local function maintain(A)
     A.sub = false
     saveSubscription(A)
   end
+  if C.outcomes and A.of ~= 0 and A.of <= C.now then
+    forgetOutcomes(A)
+  end
 end
 
 -- Creates an account in memory (flush writes it), with its signup grant.
@@ -528,6 +611,10 @@ local function flush(A)
   hset[#hset + 1] = F(A.pending)
   hset[#hset + 1] = 'sq'
   hset[#hset + 1] = F(A.seq)
+  if A.ofDirty then
+    hset[#hset + 1] = 'of'
+    hset[#hset + 1] = F(A.of)
+  end
   redis.call('HSET', C.account, unpack(hset))
   for nonce in pairs(A.holdDel) do
     redis.call('HDEL', C.holds, nonce)
@@ -540,6 +627,12 @@ local function flush(A)
   end
   for nonce, deadline in pairs(A.deadlineSet) do
     redis.call('ZADD', C.deadlines, F(deadline), nonce)
+  end
+  if A.trim and A.trim > 0 then
+    redis.call('LTRIM', C.outcomes, A.trim, -1)
+  end
+  if A.outcomes then
+    redis.call('RPUSH', C.outcomes, unpack(A.outcomes))
   end
   if #A.log > 0 then
     -- In slices: unpack() refuses more than ~8000 values on Lua 5.1, and a catch-up can log more.
@@ -556,7 +649,7 @@ end
 
 local function changed(A)
   return next(A.dirty) ~= nil or next(A.holdSet) ~= nil or next(A.holdDel) ~= nil or #A.log > 0 or
-    A.fieldsDirty == true
+    A.fieldsDirty == true or A.ofDirty == true
 end
 
 -- Loads the account and applies what fell due (maintain), writing it if anything changed; nil

@@ -1,23 +1,26 @@
 --[[
   maintain: runs the lazy maintenance of one account on its own, for the sweep: voids holds past
   their deadline (their credits go back), forgets resolved holds past their retention and
-  expires grants past their expiry, exactly as every other script does on its way in. Writes
-  only when something changed. Safe to run any number of times, concurrently: each run is atomic
-  and a second run finds nothing left to do.
+  expires grants past their expiry, exactly as every other script does on its way in, and
+  forgets the settled outcomes past their retention, as a settlement does. Writes only when
+  something changed. Safe to run any number of times, concurrently: each run is atomic and a
+  second run finds nothing left to do.
 
   KEYS[1] account    hash    <prefix>{id}:a
   KEYS[2] holds      hash    <prefix>{id}:h
   KEYS[3] deadlines  zset    <prefix>{id}:d
   KEYS[4] history    list    <prefix>{id}:t
+  KEYS[5] outcomes   list    <prefix>{id}:o
   ARGV[1] now        epoch ms, or '' for Redis TIME
   ARGV[2] doneTtl    ms a resolved hold's outcome is remembered
   ARGV[3] historyMax history entries kept
 
   Returns {'OK', voided, forgotten, expired, more}
             voided     holds this run voided (past their deadline, unresolved)
-            forgotten  resolved holds this run forgot (past their retention)
+            forgotten  resolved holds whose outcome this run forgot (past their retention)
             expired    milli-credits this run recorded as expired
-            more       '1' when deadlines are still due (one run handles at most 1000): run again
+            more       '1' when deadlines or outcomes are still due (one run handles at most 1000
+                       of each): run again
         | {'NO_ACCOUNT'}
         | {'INVALID', code, reason}
 ]]
@@ -25,6 +28,7 @@ local refused = startAccount(KEYS, ARGV[1], ARGV[2], ARGV[3])
 if refused then
   return refused
 end
+C.outcomes = KEYS[5]
 
 local A = load()
 if not A then
@@ -37,7 +41,7 @@ for _, rec in pairs(A.holdSet) do
     voided = voided + 1
   end
 end
-local forgotten = 0.0
+local forgotten = (A.forgotten or 0) + 0.0
 for _ in pairs(A.holdDel) do
   forgotten = forgotten + 1
 end
@@ -52,7 +56,7 @@ if changed(A) then
   flush(A)
 end
 local more = '0'
-if redis.call('ZCOUNT', C.deadlines, '-inf', F(C.now)) > 0 then
+if (A.of ~= 0 and A.of <= C.now) or redis.call('ZCOUNT', C.deadlines, '-inf', F(C.now)) > 0 then
   more = '1'
 end
 return { 'OK', F(voided), F(forgotten), F(expired), more }

@@ -5,17 +5,20 @@
   Resending after the outcome returns the first outcome, replayed, and changes nothing.
   The call is counted once in the usage analytics of the hold's endpoint (analytics.lua) when
   this run commits or releases it; a hold that expired is not a call that was answered.
+  A commit's or release's outcome goes to the outcomes list (see rememberOutcome in lib.lua). A
+  cancel is the release the ledger sends when a reserve's reply was lost: its outcome stays in
+  the holds hash, where that reserve, should it still arrive, finds it and holds nothing.
 
   KEYS[1] account    hash    <prefix>{id}:a
   KEYS[2] holds      hash    <prefix>{id}:h
   KEYS[3] deadlines  zset    <prefix>{id}:d
   KEYS[4] history    list    <prefix>{id}:t
-  KEYS[5]                    unused (the idempotency hash); keeps the key layout of every script
+  KEYS[5] outcomes   list    <prefix>{id}:o
   KEYS[6] usage      hash    <prefix>{id}:u
   KEYS[7] usageIndex zset    <prefix>{id}:v
   ARGV[1] now        epoch ms, or '' for Redis TIME
   ARGV[2] nonce      the hold's nonce
-  ARGV[3] mode       'commit' | 'release'
+  ARGV[3] mode       'commit' | 'release' | 'cancel'
   ARGV[4] actual     milli-credits to charge on commit, '' for all that was held
   ARGV[5] doneTtl    ms the outcome is remembered
   ARGV[6] historyMax history entries kept
@@ -41,7 +44,7 @@ local actual = nil
 if not validNonce(nonce) then
   return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'nonce')
 end
-if mode ~= 'commit' and mode ~= 'release' then
+if mode ~= 'commit' and mode ~= 'release' and mode ~= 'cancel' then
   return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'mode')
 end
 if actualArg ~= '' then
@@ -60,6 +63,7 @@ end
 if not usageRetention(ARGV[8], ARGV[9], ARGV[10]) then
   return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'usage retention')
 end
+C.outcomes = KEYS[5]
 U.usage = KEYS[6]
 U.index = KEYS[7]
 
@@ -71,7 +75,7 @@ if not A then
 end
 maintain(A)
 
-local rec = A.holdSet[nonce] or redis.call('HGET', C.holds, nonce)
+local rec = A.holdSet[nonce] or redis.call('HGET', C.holds, nonce) or findOutcome(A, nonce)
 if not rec then
   -- Never reserved (or long forgotten): remember it as void, so a reserve resent late cannot
   -- create it afterwards.
@@ -83,7 +87,7 @@ end
 local hold = parseHold(rec)
 if not hold then
   flush(A)
-  local state, charged, returned = string.match(rec, '^(%u)|(%d+)|(%d+)$')
+  local state, charged, returned = string.match(rec, '^(%u)|(%d+)|(%d+)')
   local avail, pending = counters(A)
   -- The outcome of an expiry voided by maintain() in this very run is news, not a replay.
   local replayed = '1'
@@ -110,7 +114,13 @@ local state = 'R'
 if mode == 'commit' then
   state = 'C'
 end
-setHold(A, nonce, state .. '|' .. F(charge) .. '|' .. F(returned), C.now + C.doneTtl)
+local outcome = state .. '|' .. F(charge) .. '|' .. F(returned)
+if mode == 'cancel' then
+  setHold(A, nonce, outcome, C.now + C.doneTtl)
+else
+  dropHold(A, nonce)
+  rememberOutcome(A, nonce, outcome)
+end
 flush(A)
 local refunded = 0
 if state == 'R' then

@@ -17,7 +17,8 @@
   KEYS[2] holds        hash    <prefix>{id}:h
   KEYS[3] deadlines    zset    <prefix>{id}:d
   KEYS[4] history      list    <prefix>{id}:t
-  KEYS[5] idempotency  hash    <prefix>{id}:i
+  KEYS[5..7]                   unused; keep the key layout of every script
+  KEYS[8] idempotency  hash    <prefix>{id}:i
   ARGV[1] now          epoch ms, or '' for Redis TIME
   ARGV[2] plan         ^[A-Za-z0-9_.-]+$, at most 64 characters
   ARGV[3] monthly      milli-credits granted each period, at least 1
@@ -67,7 +68,7 @@ end
 if #key < 1 or #key > 1024 then
   return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'idempotencyKey')
 end
-local idempotency = KEYS[5]
+local idempotency = KEYS[8]
 
 local A = load()
 if not A then

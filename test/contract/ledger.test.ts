@@ -351,8 +351,12 @@ describe.each(BACKENDS)('RedisLedger contract on %s', (backend: Backend) => {
       expect(first[0]).toBe('OK')
       expect(second.slice(0, 2)).toEqual(first.slice(0, 2))
       expect(await ledger.balance('u10')).toMatchObject({ available: 345, pending: 5 })
-      // And once resolved, a late resend cannot create the hold again.
-      await ledger.release('u10:AAAAAAAAAAAAAAAA')
+      // And once the ledger has cancelled it (as it does when a reserve's reply is lost), a late
+      // resend cannot create the hold again.
+      const keep = [3_600_000, 86_400_000, 31 * 86_400_000] // usage retention: hour, day, month
+      const cancel = ['', 'AAAAAAAAAAAAAAAA', 'cancel', '', 86400000, 1000, '', ...keep]
+      const keys7 = scriptKeys(prefix, 'u10', scripts.resolve.numberOfKeys)
+      expect(((await runner.run(scripts.resolve, keys7, cancel)) as string[])[0]).toBe('RELEASED')
       const late = (await runner.run(scripts.reserve, keys, args)) as string[]
       expect(late).toEqual(['DUPLICATE', 'R'])
       expect(await ledger.balance('u10')).toMatchObject({ available: 350, pending: 0 })
@@ -444,6 +448,116 @@ describe.each(BACKENDS)('RedisLedger contract on %s', (backend: Backend) => {
       // Outcomes are forgotten after their retention (10 minutes), at the next touch.
       expect(await ledger.balance('u13')).toMatchObject({ balance: 349, pending: 0 })
       expect(await redis.hlen(accountKeys(prefix, 'u13').holds)).toBe(0)
+    })
+
+    it('keeps settled outcomes out of the holds hash and deadlines, and replays them from the outcomes list', async () => {
+      const { ledger, redis, prefix } = setup()
+      await ledger.openAccount('u14', { type: 'registered' })
+      const k = accountKeys(prefix, 'u14')
+      const settled: { holdId: string; outcome: string; charged: number }[] = []
+      for (let i = 0; i < 150; i++) {
+        const hold = await ledger.reserve('u14', 1, { endpoint: '/x' })
+        if (hold.status !== 'held') throw new Error('not held')
+        const result =
+          i % 3 === 0 ? await ledger.release(hold.holdId) : await ledger.commit(hold.holdId)
+        settled.push({ holdId: hold.holdId, outcome: result.outcome, charged: result.charged })
+      }
+      // What a reserve reads (the holds hash, the deadlines) holds nothing once every hold is
+      // settled, however many there were: 150 outcomes are in the list, oldest first.
+      expect([await redis.hlen(k.holds), await redis.zcard(k.deadlines)]).toEqual([0, 0])
+      const list = await redis.lrange(k.outcomes, 0, -1)
+      expect(list).toHaveLength(300)
+      expect(list[0]).toBe(settled[0]!.holdId.split(':')[1])
+      expect(list[1]).toMatch(/^R\|0\|1000\|\d+$/)
+      // A resent settlement of any of them replays its outcome and changes nothing.
+      const before = await ledger.balance('u14')
+      expect(before).toMatchObject({ balance: 250, pending: 0 })
+      for (const i of [0, 1, 2, 74, 149]) {
+        const { holdId, outcome, charged } = settled[i]!
+        expect(await ledger.commit(holdId)).toMatchObject({ outcome, charged, replayed: true })
+        expect(await ledger.release(holdId)).toMatchObject({ outcome, charged, replayed: true })
+      }
+      expect(await ledger.balance('u14')).toEqual(before)
+      expect(await redis.llen(k.outcomes)).toBe(300)
+    })
+
+    it('forgets outcomes from the front of the list once due, on a settlement or a sweep', async () => {
+      const clock = new TestClock()
+      const retention = 60_000
+      const { ledger, redis, prefix } = setup({
+        clock: clock.read,
+        resolvedHoldRetentionMs: retention,
+      })
+      await ledger.openAccount('u15', { type: 'registered' })
+      const k = accountKeys(prefix, 'u15')
+      const settle = async () => {
+        const hold = await ledger.reserve('u15', 1, { endpoint: '/x' })
+        if (hold.status !== 'held') throw new Error('not held')
+        await ledger.commit(hold.holdId)
+        return { holdId: hold.holdId, at: clock.now }
+      }
+      const first = await settle()
+      clock.advance(1000)
+      const second = await settle()
+      clock.advance(1000)
+      const third = await settle()
+      expect(await redis.hget(k.account, 'of')).toBe(String(first.at + retention))
+      // Past the first two retentions: a balance read forgets nothing (only settlements and
+      // sweeps read the list); the next settlement forgets exactly those two.
+      clock.advance(retention - 1000)
+      await ledger.balance('u15')
+      expect(await redis.llen(k.outcomes)).toBe(6)
+      const fourth = await settle()
+      expect(await redis.lrange(k.outcomes, 0, -1)).toEqual([
+        third.holdId.split(':')[1],
+        `C|1000|0|${third.at + retention}`,
+        fourth.holdId.split(':')[1],
+        `C|1000|0|${fourth.at + retention}`,
+      ])
+      expect(await redis.hget(k.account, 'of')).toBe(String(third.at + retention))
+      await expectCode(ledger.commit(first.holdId), 'ERR_CREDIT_HOLD_NOT_FOUND')
+      await expectCode(ledger.commit(second.holdId), 'ERR_CREDIT_HOLD_NOT_FOUND')
+      expect(await ledger.commit(third.holdId)).toMatchObject({ replayed: true })
+      // The sweep forgets the rest once due, and the list is gone.
+      clock.advance(retention)
+      expect(await ledger.sweep()).toMatchObject({ holdsForgotten: 4 }) // 2 outcomes, 2 voids
+      const lengths = [
+        await redis.llen(k.outcomes),
+        await redis.hlen(k.holds),
+        await redis.zcard(k.deadlines),
+      ]
+      expect(lengths).toEqual([0, 0, 0])
+      expect(await redis.hget(k.account, 'of')).toBe('0')
+      expect(await ledger.balance('u15')).toMatchObject({ balance: 346, pending: 0 })
+    })
+
+    it('forgets at most 1000 outcomes a run, says more are due, and the sweep forgets the rest', async () => {
+      const clock = new TestClock()
+      const { ledger, redis, prefix } = setup({ clock: clock.read })
+      await ledger.openAccount('u16', { type: 'registered' })
+      for (let i = 0; i < 1100; i += 100) {
+        const holds = await Promise.all(
+          Array.from({ length: 100 }, () => ledger.reserve('u16', 0.1, { endpoint: '/x' })),
+        )
+        await Promise.all(
+          holds.map((h) => {
+            if (h.status !== 'held') throw new Error('not held')
+            return ledger.commit(h.holdId)
+          }),
+        )
+      }
+      const k = accountKeys(prefix, 'u16')
+      expect(await redis.llen(k.outcomes)).toBe(2200)
+      clock.advance(DAY)
+      const keys = scriptKeys(prefix, 'u16', scripts.maintain.numberOfKeys)
+      const runner = new ScriptRunner(redis)
+      // now, the retention (the ledger's default) and the history limit, as the sweep sends them
+      const run = async () =>
+        (await runner.run(scripts.maintain, keys, [clock.now, 600_000, 1000])) as string[]
+      expect(await run()).toEqual(['OK', '0', '1000', '0', '1']) // more are due: run again
+      expect(await ledger.sweep()).toMatchObject({ holdsForgotten: 100 })
+      expect(await redis.llen(k.outcomes)).toBe(0)
+      expect(await ledger.balance('u16')).toMatchObject({ balance: 240, pending: 0 })
     })
 
     it('refuses malformed hold ids and reports unknown ones', async () => {
@@ -694,7 +808,13 @@ describe.each(BACKENDS)('RedisLedger contract on %s', (backend: Backend) => {
         expect(((await runner.run(scripts.reserve, keys4, reserve)) as string[])[0]).toBe('INVALID')
         const grant = ['', bad, 'purchase', '0', 'key', 'grant', 86400000, 1000]
         expect(
-          ((await runner.run(scripts.grant, [...keys4, k.idempotency], grant)) as string[])[0],
+          (
+            (await runner.run(
+              scripts.grant,
+              scriptKeys(prefix, 'v4', scripts.grant.numberOfKeys),
+              grant,
+            )) as string[]
+          )[0],
         ).toBe('INVALID')
         if (bad !== '') {
           const resolve = ['', 'AAAAAAAAAAAAAAAA', 'commit', bad, 86400000, 1000]
@@ -753,11 +873,12 @@ describe.each(BACKENDS)('RedisLedger contract on %s', (backend: Backend) => {
           k.holds,
           k.deadlines,
           k.history,
-          k.idempotency,
+          k.outcomes,
           k.usage,
           k.usageIndex,
+          k.idempotency,
         ]
-        expect(scriptKeys('p:', id, 7)).toEqual(order)
+        expect(scriptKeys('p:', id, 8)).toEqual(order)
         expect(scriptKeys('p:', id, 4)).toEqual(order.slice(0, 4))
       }
     })

@@ -1,4 +1,4 @@
-import { accountKeys } from '../../src/ledger/keys'
+import { accountKeys, scriptKeys } from '../../src/ledger/keys'
 import { ScriptRunner } from '../../src/lua/run-script'
 import { scripts } from '../../src/lua/scripts'
 import { BACKENDS, TestClock, makeLedger, type Backend } from '../helpers/redis'
@@ -184,10 +184,9 @@ describe.each(BACKENDS)('transaction history and audit on %s', (backend: Backend
   it('reads adjustments, refuses bad limits and cursors, and unknown accounts', async () => {
     const { ledger, redis, prefix } = setup()
     await ledger.openAccount('adj', { type: 'registered' })
-    const k = accountKeys(prefix, 'adj')
     await new ScriptRunner(redis).run(
       scripts.grant,
-      [k.account, k.holds, k.deadlines, k.history, k.idempotency],
+      scriptKeys(prefix, 'adj', scripts.grant.numberOfKeys),
       ['', 1500, 'support', 0, 'adj-1', 'adjust', 86_400_000, 1000],
     )
     expect((await ledger.transactions('adj', { limit: 1 })).transactions[0]).toMatchObject({

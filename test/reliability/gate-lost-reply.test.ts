@@ -3,12 +3,12 @@ import { Redis, type RedisOptions } from 'ioredis'
 import request from 'supertest'
 
 import { RedisLedger, createCreditGate, getCredits } from '../../src/index'
-import { accountKeys } from '../../src/ledger/keys'
 import { scripts } from '../../src/lua/scripts'
 import { ACCOUNT_HEADER, EventLog, identifyByHeader } from '../helpers/gate'
 import { uniquePrefix } from '../helpers/redis'
 import { startReplyDroppingProxy, type ReplyDroppingProxy } from '../helpers/tcp-proxy'
 import { spawnRedis, type RedisProcess } from '../setup/redis-process'
+import { accountHoldRecords } from './gate-helpers/ledger-state'
 
 /**
  * A TCP proxy between the gated app's ioredis client and redis-server drops the connection
@@ -70,7 +70,7 @@ async function setup(mode: Mode) {
   // Every script cached and the connection up: the reply we lose is the script's own.
   expect((await call('/warm')).status).toBe(200)
   await log.settled(1)
-  const holds = async () => Object.values(await direct.hgetall(accountKeys(prefix, 'u').holds))
+  const holds = async () => [...(await accountHoldRecords(direct, prefix, 'u')).values()]
   return { reader, log, handled, call, holds }
 }
 

@@ -57,6 +57,11 @@ export interface Account {
   sub: Subscription | null
   /** Hold records by nonce (pending, resolved or void); forgotten ones are deleted. */
   readonly holds: Map<string, Hold>
+  /**
+   * The committed and released holds (their outcomes list), in the order they were settled: only
+   * a settlement or a sweep forgets them, from the front, once due.
+   */
+  readonly outcomes: Hold[]
   /** The account's own idempotency records. */
   readonly grantKeys: Map<string, string>
   readonly subscribeKeys: Map<string, { fingerprint: string; status: string }>
@@ -263,13 +268,15 @@ export class LedgerModel {
 
   /**
    * Applies what fell due up to now, in time order, each at its own time: subscription refreshes,
-   * hold deadlines (a pending hold is voided, a resolved one forgotten), grant expiries. At equal
-   * times: refresh, then holds, then expiries. Then a subscription past its end is removed.
+   * hold deadlines (a pending hold is voided, an expired or void one forgotten), grant expiries.
+   * At equal times: refresh, then holds, then expiries. Then a subscription past its end is
+   * removed. Then, `withOutcomes` (a settlement, a sweep), the due front of the outcomes list is
+   * forgotten, at most 1000.
    */
-  maintain(a: Account): Maintained {
+  maintain(a: Account, withOutcomes = false): Maintained {
     const m: Maintained = { voided: 0, forgotten: 0, expired: 0 }
     const due = [...a.holds.values()]
-      .filter((h) => h.deadline <= this.now)
+      .filter((h) => h.state !== 'C' && h.state !== 'R' && h.deadline <= this.now)
       .sort((x, y) => x.deadline - y.deadline || (x.nonce < y.nonce ? -1 : 1))
     let h = 0
     let refreshes = 0
@@ -314,6 +321,14 @@ export class LedgerModel {
     }
     const s = a.sub
     if (s !== null && s.ends !== 0 && s.ends <= this.now && !renews(s)) a.sub = null
+    while (
+      withOutcomes &&
+      m.forgotten < 1000 &&
+      (a.outcomes[0]?.deadline ?? Infinity) <= this.now
+    ) {
+      a.holds.delete(a.outcomes.shift()!.nonce)
+      m.forgotten += 1
+    }
     this.#dropEmpty(a)
     return m
   }
@@ -322,7 +337,7 @@ export class LedgerModel {
   sweep(): Maintained {
     const total: Maintained = { voided: 0, forgotten: 0, expired: 0 }
     for (const a of this.accounts.values()) {
-      const m = this.maintain(a)
+      const m = this.maintain(a, true)
       total.voided += m.voided
       total.forgotten += m.forgotten
       total.expired += m.expired
@@ -343,6 +358,7 @@ export class LedgerModel {
       pending: 0,
       sub: null,
       holds: new Map(),
+      outcomes: [],
       grantKeys: new Map(),
       subscribeKeys: new Map(),
     }
@@ -463,7 +479,7 @@ export class LedgerModel {
     if (a === undefined) return { error: 'ERR_CREDIT_HOLD_NOT_FOUND' }
     const before = a.holds.get(nonce)
     const wasPending = before?.state === 'P'
-    this.maintain(a)
+    this.maintain(a, true)
     const h = a.holds.get(nonce)
     if (h === undefined) {
       // Never reserved, or forgotten: remembered as void, so that a late reserve cannot create it.
@@ -508,6 +524,7 @@ export class LedgerModel {
     h.charged = charge
     h.state = mode === 'commit' ? 'C' : 'R'
     h.deadline = this.now + this.doneTtl
+    a.outcomes.push(h)
     return {
       ok: {
         outcome: mode === 'commit' ? 'committed' : 'released',

@@ -13,7 +13,26 @@ const STATES: Readonly<Record<string, HoldState>> = {
   V: 'void',
 }
 
-/** The raw record of each hold id (`P|…` pending, `C|charged|returned`, `E|0|returned`, …). */
+/**
+ * Every hold record of an account, by nonce: the holds hash's (`P|…` pending, `E|0|returned`,
+ * `V|0|0`, a cancel's `R|0|returned`) and the outcomes list's (`C|charged|returned`,
+ * `R|0|returned`), without the time they are forgotten at.
+ */
+export async function accountHoldRecords(
+  redis: Redis,
+  prefix: string,
+  accountId: string,
+): Promise<Map<string, string>> {
+  const keys = accountKeys(prefix, accountId)
+  const out = new Map(Object.entries(await redis.hgetall(keys.holds)))
+  const outcomes = await redis.lrange(keys.outcomes, 0, -1)
+  for (let i = 0; i + 1 < outcomes.length; i += 2) {
+    out.set(outcomes[i]!, outcomes[i + 1]!.replace(/\|\d+$/, ''))
+  }
+  return out
+}
+
+/** The raw record of each hold id (see {@link accountHoldRecords}), null when there is none. */
 export async function holdRecords(
   redis: Redis,
   prefix: string,
@@ -22,7 +41,7 @@ export async function holdRecords(
   const out = new Map<string, string | null>()
   for (const holdId of holdIds) {
     const { accountId, nonce } = parseHoldId(holdId)
-    out.set(holdId, await redis.hget(accountKeys(prefix, accountId).holds, nonce))
+    out.set(holdId, (await accountHoldRecords(redis, prefix, accountId)).get(nonce) ?? null)
   }
   return out
 }
