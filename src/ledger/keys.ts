@@ -75,8 +75,6 @@ export interface AccountKeys {
    * their reserve's reply was lost).
    */
   readonly holds: string
-  /** Sorted set: the deadline of each record in `holds` (expiry while pending, then forgetting). */
-  readonly deadlines: string
   /** List: transaction history, newest first, trimmed to the history limit. */
   readonly history: string
   /**
@@ -96,7 +94,6 @@ export interface AccountKeys {
 const SUFFIXES = {
   account: 'a',
   holds: 'h',
-  deadlines: 'd',
   history: 't',
   outcomes: 'o',
   usage: 'u',
@@ -122,7 +119,6 @@ export function accountKeys(prefix: string, accountId: string): AccountKeys {
   return {
     account: base + SUFFIXES.account,
     holds: base + SUFFIXES.holds,
-    deadlines: base + SUFFIXES.deadlines,
     history: base + SUFFIXES.history,
     outcomes: base + SUFFIXES.outcomes,
     usage: base + SUFFIXES.usage,
@@ -133,7 +129,7 @@ export function accountKeys(prefix: string, accountId: string): AccountKeys {
 
 /**
  * The first `count` keys of an account in the order every account script takes them as KEYS:
- * account, holds, deadlines, history, outcomes, usage, usage index, idempotency (the names of
+ * account, holds, history, outcomes, usage, usage index, idempotency (the names of
  * {@link accountKeys}, built without the object, on every ledger call).
  */
 export function scriptKeys(prefix: string, accountId: string, count: number): string[] {

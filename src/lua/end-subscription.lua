@@ -7,8 +7,7 @@
 
   KEYS[1] account    hash    <prefix>{id}:a
   KEYS[2] holds      hash    <prefix>{id}:h
-  KEYS[3] deadlines  zset    <prefix>{id}:d
-  KEYS[4] history    list    <prefix>{id}:t
+  KEYS[3] history    list    <prefix>{id}:t
   ARGV[1] now        epoch ms, or '' for Redis TIME
   ARGV[2] at         epoch ms, or '' for now
   ARGV[3] doneTtl    ms a resolved hold's outcome is remembered

@@ -4,10 +4,9 @@
 
   KEYS[1] account      hash    <prefix>{id}:a
   KEYS[2] holds        hash    <prefix>{id}:h
-  KEYS[3] deadlines    zset    <prefix>{id}:d
-  KEYS[4] history      list    <prefix>{id}:t
-  KEYS[5..7]                   unused; keep the key layout of every script
-  KEYS[8] idempotency  hash    <prefix>{id}:i
+  KEYS[3] history      list    <prefix>{id}:t
+  KEYS[4..6]                   unused; keep the key layout of every script
+  KEYS[7] idempotency  hash    <prefix>{id}:i
   ARGV[1] now          epoch ms, or '' for Redis TIME
   ARGV[2] amount       milli-credits, at least 1
   ARGV[3] source       ^[A-Za-z0-9_.-]+$, at most 64 characters, not 'subscription' (see subscribe)
@@ -49,7 +48,7 @@ end
 if kind ~= 'grant' and kind ~= 'adjust' then
   return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'kind')
 end
-local idempotency = KEYS[8]
+local idempotency = KEYS[7]
 
 local A = load()
 if not A then

@@ -122,7 +122,6 @@ local C = {
   now = 0,
   account = '',
   holds = '',
-  deadlines = '',
   history = '',
   outcomes = nil,
   historyMax = 1000,
@@ -139,9 +138,9 @@ local SUB = 'subscription'
 -- catches up over its next calls instead of in one long script.
 local MAX_REFRESHES = 600
 
--- Starts an account script: reads the clock into C.now and binds keys[1..4] (account, holds,
--- deadlines, history) with the limits from their ARGV strings; a script that takes the outcomes
--- list (keys[5]) binds it after. `keys` is the script's KEYS, or one operation's in a batch.
+-- Starts an account script: reads the clock into C.now and binds keys[1..3] (account, holds,
+-- history) with the limits from their ARGV strings; a script that takes the outcomes list
+-- (keys[4]) binds it after. `keys` is the script's KEYS, or one operation's in a batch.
 -- Returns an INVALID reply for a bad argument, nil when all is well.
 local function startAccount(keys, nowArg, doneTtlArg, historyMaxArg)
   C.now = clock(nowArg)
@@ -155,8 +154,7 @@ local function startAccount(keys, nowArg, doneTtlArg, historyMaxArg)
   end
   C.account = keys[1]
   C.holds = keys[2]
-  C.deadlines = keys[3]
-  C.history = keys[4]
+  C.history = keys[3]
   C.outcomes = nil
   C.doneTtl = doneTtl
   C.historyMax = historyMax
@@ -174,9 +172,10 @@ local function newAccount()
     log = {},
     holdSet = {},
     holdDel = {},
-    deadlineSet = {},
-    deadlineDel = {},
     fieldDel = {},
+    -- The earliest deadline among the records of the holds hash, 0 when it has none; it may be
+    -- earlier than that (a settlement does not raise it), never later. Set, only then: ndDirty.
+    nd = 0.0,
     -- The outcomes list (see rememberOutcome): when its oldest entry is due to be forgotten, 0
     -- when it is empty. A run that changes the list sets, only then: ofDirty; outcomes, the
     -- entries it appends; trim, how many of the first elements it forgets (forgotten entries).
@@ -218,6 +217,7 @@ local function load()
   table.sort(A.buckets, bucketOrder)
   A.pending = (A.f.pe or '0') + 0.0
   A.seq = (A.f.sq or '0') + 0.0
+  A.nd = (A.f.nd or '0') + 0.0
   A.of = (A.f.of or '0') + 0.0
   return A
 end
@@ -356,18 +356,89 @@ local function subscriptionReply(A)
     periodEnd .. '|' .. renewsAt .. '|' .. ends
 end
 
+-- The holds hash keeps pending holds and the outcomes a resent reserve must find, each until
+-- its deadline: a pending hold's is its expiry (P|held|expiresAt|...), an outcome's the time it
+-- is forgotten (state|charged|returned|forgetAt). The account's `nd` field says when the first
+-- may be due, so that a script reads the hash to find due records only then: no sorted set of
+-- deadlines to write on every reserve and settlement.
 local function setHold(A, nonce, rec, deadline)
   A.holdSet[nonce] = rec
   A.holdDel[nonce] = nil
-  A.deadlineSet[nonce] = deadline
-  A.deadlineDel[nonce] = nil
+  if A.nd == 0 or deadline < A.nd then
+    A.nd = deadline
+    A.ndDirty = true
+  end
+end
+
+-- Keeps an outcome in the holds hash (expired, void, cancelled) for the retention.
+local function keepOutcome(A, nonce, outcome)
+  local forgetAt = C.now + C.doneTtl
+  setHold(A, nonce, outcome .. '|' .. F(forgetAt), forgetAt)
 end
 
 local function dropHold(A, nonce)
   A.holdSet[nonce] = nil
   A.holdDel[nonce] = true
-  A.deadlineSet[nonce] = nil
-  A.deadlineDel[nonce] = true
+end
+
+-- The deadline of a record of the holds hash; 1 (long due) for one that cannot be read, which
+-- maintain then drops.
+local function holdDeadline(rec)
+  local deadline = string.match(rec, '^P|%d+|(%d+)|') or string.match(rec, '^%u|%d+|%d+|(%d+)$')
+  if deadline then
+    return deadline + 0.0
+  end
+  return 1.0
+end
+
+-- Whether nonce x comes before y in byte order (Lua compares strings by the locale's collation).
+local function byteBefore(x, y)
+  for i = 1, math.min(#x, #y) do
+    local a, b = string.byte(x, i), string.byte(y, i)
+    if a ~= b then
+      return a < b
+    end
+  end
+  return #x < #y
+end
+
+local function dueOrder(x, y)
+  if x.deadline ~= y.deadline then
+    return x.deadline < y.deadline
+  end
+  return byteBefore(x.nonce, y.nonce)
+end
+
+local NOTHING_DUE = {}
+
+-- The records of the holds hash due by now, soonest first (ties in nonce order), at most 1000;
+-- read only when A.nd says one may be. Sets A.nd to the deadline of the first record left.
+local function dueHolds(A)
+  if A.nd == 0 or A.nd > C.now then
+    return NOTHING_DUE
+  end
+  local flat = redis.call('HGETALL', C.holds)
+  local due = {}
+  local nextAt = 0.0
+  for i = 1, #flat, 2 do
+    local deadline = holdDeadline(flat[i + 1])
+    if deadline <= C.now then
+      due[#due + 1] = { nonce = flat[i], rec = flat[i + 1], deadline = deadline }
+    elseif nextAt == 0 or deadline < nextAt then
+      nextAt = deadline
+    end
+  end
+  table.sort(due, dueOrder)
+  for i = #due, 1001, -1 do
+    -- Beyond the limit of one run: left for the next.
+    if nextAt == 0 or due[i].deadline < nextAt then
+      nextAt = due[i].deadline
+    end
+    due[i] = nil
+  end
+  A.nd = nextAt
+  A.ndDirty = true
+  return due
 end
 
 -- The outcomes list keeps the outcome of each hold settled by a commit or release, in the order
@@ -504,7 +575,7 @@ end
 -- scripts that take the outcomes list (resolve, maintain), the outcomes past their retention
 -- are forgotten.
 local function maintain(A)
-  local due = redis.call('ZRANGEBYSCORE', C.deadlines, '-inf', F(C.now), 'WITHSCORES', 'LIMIT', '0', '1000')
+  local due = dueHolds(A)
   local S = subscription(A)
   local h = 1
   local refreshes = 0
@@ -515,12 +586,9 @@ local function maintain(A)
       t = S.next
       event = 'refresh'
     end
-    if h < #due then
-      local deadline = due[h + 1] + 0.0
-      if deadline < t then
-        t = deadline
-        event = 'hold'
-      end
+    if h <= #due and due[h].deadline < t then
+      t = due[h].deadline
+      event = 'hold'
     end
     -- Buckets are sorted soonest-expiring first: the first non-empty one is the next to expire.
     for i = 1, #A.buckets do
@@ -541,13 +609,12 @@ local function maintain(A)
       refresh(A, S)
       refreshes = refreshes + 1
     elseif event == 'hold' then
-      local nonce = due[h]
-      h = h + 2
-      local rec = redis.call('HGET', C.holds, nonce)
-      local hold = rec and parseHold(rec)
+      local nonce = due[h].nonce
+      local hold = parseHold(due[h].rec)
+      h = h + 1
       if hold then
         local returned = resolveHold(A, hold, 0, hold.endpoint)
-        setHold(A, nonce, 'E|0|' .. F(returned), C.now + C.doneTtl)
+        keepOutcome(A, nonce, 'E|0|' .. F(returned))
       else
         dropHold(A, nonce)
       end
@@ -611,22 +678,29 @@ local function flush(A)
   hset[#hset + 1] = F(A.pending)
   hset[#hset + 1] = 'sq'
   hset[#hset + 1] = F(A.seq)
+  if A.ndDirty then
+    hset[#hset + 1] = 'nd'
+    hset[#hset + 1] = F(A.nd)
+  end
   if A.ofDirty then
     hset[#hset + 1] = 'of'
     hset[#hset + 1] = F(A.of)
   end
   redis.call('HSET', C.account, unpack(hset))
+  local hdel = {}
   for nonce in pairs(A.holdDel) do
-    redis.call('HDEL', C.holds, nonce)
+    hdel[#hdel + 1] = nonce
   end
-  for nonce in pairs(A.deadlineDel) do
-    redis.call('ZREM', C.deadlines, nonce)
+  if #hdel > 0 then
+    redis.call('HDEL', C.holds, unpack(hdel))
   end
+  local hsetHolds = {}
   for nonce, rec in pairs(A.holdSet) do
-    redis.call('HSET', C.holds, nonce, rec)
+    hsetHolds[#hsetHolds + 1] = nonce
+    hsetHolds[#hsetHolds + 1] = rec
   end
-  for nonce, deadline in pairs(A.deadlineSet) do
-    redis.call('ZADD', C.deadlines, F(deadline), nonce)
+  if #hsetHolds > 0 then
+    redis.call('HSET', C.holds, unpack(hsetHolds))
   end
   if A.trim and A.trim > 0 then
     redis.call('LTRIM', C.outcomes, A.trim, -1)
@@ -649,7 +723,7 @@ end
 
 local function changed(A)
   return next(A.dirty) ~= nil or next(A.holdSet) ~= nil or next(A.holdDel) ~= nil or #A.log > 0 or
-    A.fieldsDirty == true or A.ofDirty == true
+    A.fieldsDirty == true or A.ndDirty == true or A.ofDirty == true
 end
 
 -- Loads the account and applies what fell due (maintain), writing it if anything changed; nil

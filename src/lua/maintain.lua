@@ -8,9 +8,8 @@
 
   KEYS[1] account    hash    <prefix>{id}:a
   KEYS[2] holds      hash    <prefix>{id}:h
-  KEYS[3] deadlines  zset    <prefix>{id}:d
-  KEYS[4] history    list    <prefix>{id}:t
-  KEYS[5] outcomes   list    <prefix>{id}:o
+  KEYS[3] history    list    <prefix>{id}:t
+  KEYS[4] outcomes   list    <prefix>{id}:o
   ARGV[1] now        epoch ms, or '' for Redis TIME
   ARGV[2] doneTtl    ms a resolved hold's outcome is remembered
   ARGV[3] historyMax history entries kept
@@ -28,7 +27,7 @@ local refused = startAccount(KEYS, ARGV[1], ARGV[2], ARGV[3])
 if refused then
   return refused
 end
-C.outcomes = KEYS[5]
+C.outcomes = KEYS[4]
 
 local A = load()
 if not A then
@@ -56,7 +55,7 @@ if changed(A) then
   flush(A)
 end
 local more = '0'
-if (A.of ~= 0 and A.of <= C.now) or redis.call('ZCOUNT', C.deadlines, '-inf', F(C.now)) > 0 then
+if (A.nd ~= 0 and A.nd <= C.now) or (A.of ~= 0 and A.of <= C.now) then
   more = '1'
 end
 return { 'OK', F(voided), F(forgotten), F(expired), more }

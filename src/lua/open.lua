@@ -3,8 +3,7 @@
 
   KEYS[1] account    hash    <prefix>{id}:a
   KEYS[2] holds      hash    <prefix>{id}:h   (unused; keeps the key layout of every script)
-  KEYS[3] deadlines  zset    <prefix>{id}:d   (unused)
-  KEYS[4] history    list    <prefix>{id}:t
+  KEYS[3] history    list    <prefix>{id}:t
   ARGV[1] now        epoch ms, or '' for Redis TIME
   ARGV[2] type       account type name, ^[a-z][a-z0-9_-]*$, at most 32 characters
   ARGV[3] flags      '' or letters: u (unlimited, never charged), n (no top-ups)
@@ -34,8 +33,7 @@ if not historyMax or historyMax < 1 then
 end
 C.account = KEYS[1]
 C.holds = KEYS[2]
-C.deadlines = KEYS[3]
-C.history = KEYS[4]
+C.history = KEYS[3]
 C.historyMax = historyMax
 
 local existing = redis.call('HGET', C.account, 'ty')

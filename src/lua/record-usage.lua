@@ -4,9 +4,9 @@
   may count the call twice, which analytics can afford (money is never involved).
 
   KEYS[1] account      hash    <prefix>{id}:a   (must exist; only checked)
-  KEYS[2..5]                   unused; keep the key layout of every script
-  KEYS[6] usage        hash    <prefix>{id}:u
-  KEYS[7] usage index  zset    <prefix>{id}:v
+  KEYS[2..4]                   unused; keep the key layout of every script
+  KEYS[5] usage        hash    <prefix>{id}:u
+  KEYS[6] usage index  zset    <prefix>{id}:v
   ARGV[1] now          epoch ms, or '' for Redis TIME
   ARGV[2] endpoint     route pattern, 1 to 512 bytes, no '|'
   ARGV[3] latency      ms, or '' when not measured
@@ -37,7 +37,7 @@ end
 if redis.call('HEXISTS', KEYS[1], 'ty') == 0 then
   return { 'NO_ACCOUNT' }
 end
-U.usage = KEYS[6]
-U.index = KEYS[7]
+U.usage = KEYS[5]
+U.index = KEYS[6]
 addUsage(endpoint, 0, 0, latency)
 return { 'OK' }

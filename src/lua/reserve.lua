@@ -5,8 +5,7 @@
 
   KEYS[1] account    hash    <prefix>{id}:a
   KEYS[2] holds      hash    <prefix>{id}:h
-  KEYS[3] deadlines  zset    <prefix>{id}:d
-  KEYS[4] history    list    <prefix>{id}:t
+  KEYS[3] history    list    <prefix>{id}:t
   ARGV[1]  now        epoch ms, or '' for Redis TIME
   ARGV[2]  nonce      16 characters [A-Za-z0-9_-], the hold's id within the account
   ARGV[3]  cost       milli-credits

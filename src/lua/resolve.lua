@@ -11,11 +11,10 @@
 
   KEYS[1] account    hash    <prefix>{id}:a
   KEYS[2] holds      hash    <prefix>{id}:h
-  KEYS[3] deadlines  zset    <prefix>{id}:d
-  KEYS[4] history    list    <prefix>{id}:t
-  KEYS[5] outcomes   list    <prefix>{id}:o
-  KEYS[6] usage      hash    <prefix>{id}:u
-  KEYS[7] usageIndex zset    <prefix>{id}:v
+  KEYS[3] history    list    <prefix>{id}:t
+  KEYS[4] outcomes   list    <prefix>{id}:o
+  KEYS[5] usage      hash    <prefix>{id}:u
+  KEYS[6] usageIndex zset    <prefix>{id}:v
   ARGV[1] now        epoch ms, or '' for Redis TIME
   ARGV[2] nonce      the hold's nonce
   ARGV[3] mode       'commit' | 'release' | 'cancel'
@@ -63,9 +62,9 @@ end
 if not usageRetention(ARGV[8], ARGV[9], ARGV[10]) then
   return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'usage retention')
 end
-C.outcomes = KEYS[5]
-U.usage = KEYS[6]
-U.index = KEYS[7]
+C.outcomes = KEYS[4]
+U.usage = KEYS[5]
+U.index = KEYS[6]
 
 local STATES = { C = 'COMMITTED', R = 'RELEASED', E = 'EXPIRED', V = 'VOID' }
 
@@ -79,7 +78,7 @@ local rec = A.holdSet[nonce] or redis.call('HGET', C.holds, nonce) or findOutcom
 if not rec then
   -- Never reserved (or long forgotten): remember it as void, so a reserve resent late cannot
   -- create it afterwards.
-  setHold(A, nonce, 'V|0|0', C.now + C.doneTtl)
+  keepOutcome(A, nonce, 'V|0|0')
   flush(A)
   local avail, pending = counters(A)
   return { 'VOID', '0', '0', avail, pending, '0' }
@@ -116,7 +115,7 @@ if mode == 'commit' then
 end
 local outcome = state .. '|' .. F(charge) .. '|' .. F(returned)
 if mode == 'cancel' then
-  setHold(A, nonce, outcome, C.now + C.doneTtl)
+  keepOutcome(A, nonce, outcome)
 else
   dropHold(A, nonce)
   rememberOutcome(A, nonce, outcome)

@@ -15,10 +15,9 @@
 
   KEYS[1] account      hash    <prefix>{id}:a
   KEYS[2] holds        hash    <prefix>{id}:h
-  KEYS[3] deadlines    zset    <prefix>{id}:d
-  KEYS[4] history      list    <prefix>{id}:t
-  KEYS[5..7]                   unused; keep the key layout of every script
-  KEYS[8] idempotency  hash    <prefix>{id}:i
+  KEYS[3] history      list    <prefix>{id}:t
+  KEYS[4..6]                   unused; keep the key layout of every script
+  KEYS[7] idempotency  hash    <prefix>{id}:i
   ARGV[1] now          epoch ms, or '' for Redis TIME
   ARGV[2] plan         ^[A-Za-z0-9_.-]+$, at most 64 characters
   ARGV[3] monthly      milli-credits granted each period, at least 1
@@ -68,7 +67,7 @@ end
 if #key < 1 or #key > 1024 then
   return invalid('ERR_CREDIT_INVALID_ARGUMENT', 'idempotencyKey')
 end
-local idempotency = KEYS[8]
+local idempotency = KEYS[7]
 
 local A = load()
 if not A then

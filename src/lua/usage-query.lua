@@ -3,9 +3,9 @@
   within retention, optionally of one endpoint. Reads only: it writes nothing.
 
   KEYS[1] account      hash    <prefix>{id}:a   (must exist)
-  KEYS[2..5]                   unused; keep the key layout of every script
-  KEYS[6] usage        hash    <prefix>{id}:u
-  KEYS[7] usage index  zset    <prefix>{id}:v
+  KEYS[2..4]                   unused; keep the key layout of every script
+  KEYS[5] usage        hash    <prefix>{id}:u
+  KEYS[6] usage index  zset    <prefix>{id}:v
   ARGV[1] now          epoch ms, or '' for Redis TIME
   ARGV[2] granularity  'h' | 'd' | 'm'
   ARGV[3] from         epoch ms: periods starting at or after it
@@ -45,8 +45,8 @@ end
 if redis.call('HEXISTS', KEYS[1], 'ty') == 0 then
   return { 'NO_ACCOUNT' }
 end
-U.usage = KEYS[6]
-U.index = KEYS[7]
+U.usage = KEYS[5]
+U.index = KEYS[6]
 
 -- What retention has dropped (or will drop at the next write) is not reported.
 local cutoff = C.now - U.keep[g]

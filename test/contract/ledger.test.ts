@@ -331,7 +331,7 @@ describe.each(BACKENDS)('RedisLedger contract on %s', (backend: Backend) => {
       await ledger.openAccount('u10', { type: 'registered' })
       const runner = new ScriptRunner(redis)
       const k = accountKeys(prefix, 'u10')
-      const keys = [k.account, k.holds, k.deadlines, k.history]
+      const keys = [k.account, k.holds, k.history]
       const args = [
         '',
         'AAAAAAAAAAAAAAAA',
@@ -450,7 +450,40 @@ describe.each(BACKENDS)('RedisLedger contract on %s', (backend: Backend) => {
       expect(await redis.hlen(accountKeys(prefix, 'u13').holds)).toBe(0)
     })
 
-    it('keeps settled outcomes out of the holds hash and deadlines, and replays them from the outcomes list', async () => {
+    it('keeps in the account when the first record of the holds hash can fall due, and moves it only when that hash is read', async () => {
+      const clock = new TestClock()
+      const retention = 60_000
+      const { ledger, redis, prefix } = setup({
+        clock: clock.read,
+        holdMs: 30_000,
+        resolvedHoldRetentionMs: retention,
+      })
+      await ledger.openAccount('u17', { type: 'registered' })
+      const k = accountKeys(prefix, 'u17')
+      const nd = async () => Number(await redis.hget(k.account, 'nd'))
+      const t0 = clock.now
+      const first = await ledger.reserve('u17', 1, { endpoint: '/x' })
+      clock.advance(10_000)
+      const second = await ledger.reserve('u17', 2, { endpoint: '/x' })
+      if (first.status !== 'held' || second.status !== 'held') throw new Error('not held')
+      expect(await nd()).toBe(t0 + 30_000)
+      await ledger.commit(first.holdId) // a settlement leaves it: it may be early, never late
+      expect(await nd()).toBe(t0 + 30_000)
+      clock.advance(25_000) // 35 s: due by the field, but nothing in the hash is
+      expect(await ledger.balance('u17')).toMatchObject({ pending: 2 })
+      expect(await nd()).toBe(t0 + 40_000)
+      clock.advance(5_000) // 40 s: the second hold is void, and its record kept for the retention
+      expect(await ledger.balance('u17')).toMatchObject({ pending: 0, balance: 349 })
+      expect(await redis.hget(k.holds, second.holdId.split(':')[1]!)).toBe(
+        `E|0|2000|${clock.now + retention}`,
+      )
+      expect(await nd()).toBe(clock.now + retention)
+      clock.advance(retention)
+      expect(await ledger.balance('u17')).toMatchObject({ pending: 0, balance: 349 })
+      expect([await redis.hlen(k.holds), await nd()]).toEqual([0, 0])
+    })
+
+    it('keeps settled outcomes out of the holds hash, and replays them from the outcomes list', async () => {
       const { ledger, redis, prefix } = setup()
       await ledger.openAccount('u14', { type: 'registered' })
       const k = accountKeys(prefix, 'u14')
@@ -462,9 +495,9 @@ describe.each(BACKENDS)('RedisLedger contract on %s', (backend: Backend) => {
           i % 3 === 0 ? await ledger.release(hold.holdId) : await ledger.commit(hold.holdId)
         settled.push({ holdId: hold.holdId, outcome: result.outcome, charged: result.charged })
       }
-      // What a reserve reads (the holds hash, the deadlines) holds nothing once every hold is
-      // settled, however many there were: 150 outcomes are in the list, oldest first.
-      expect([await redis.hlen(k.holds), await redis.zcard(k.deadlines)]).toEqual([0, 0])
+      // What a reserve reads (the holds hash) holds nothing once every hold is settled, however
+      // many there were: 150 outcomes are in the list, oldest first.
+      expect(await redis.hlen(k.holds)).toBe(0)
       const list = await redis.lrange(k.outcomes, 0, -1)
       expect(list).toHaveLength(300)
       expect(list[0]).toBe(settled[0]!.holdId.split(':')[1])
@@ -521,12 +554,7 @@ describe.each(BACKENDS)('RedisLedger contract on %s', (backend: Backend) => {
       // The sweep forgets the rest once due, and the list is gone.
       clock.advance(retention)
       expect(await ledger.sweep()).toMatchObject({ holdsForgotten: 4 }) // 2 outcomes, 2 voids
-      const lengths = [
-        await redis.llen(k.outcomes),
-        await redis.hlen(k.holds),
-        await redis.zcard(k.deadlines),
-      ]
-      expect(lengths).toEqual([0, 0, 0])
+      expect([await redis.llen(k.outcomes), await redis.hlen(k.holds)]).toEqual([0, 0])
       expect(await redis.hget(k.account, 'of')).toBe('0')
       expect(await ledger.balance('u15')).toMatchObject({ balance: 346, pending: 0 })
     })
@@ -776,7 +804,7 @@ describe.each(BACKENDS)('RedisLedger contract on %s', (backend: Backend) => {
       await ledger.openAccount('v4', { type: 'registered' })
       const runner = new ScriptRunner(redis)
       const k = accountKeys(prefix, 'v4')
-      const keys4 = [k.account, k.holds, k.deadlines, k.history]
+      const keys3 = [k.account, k.holds, k.history]
       const before = await snapshot(redis, prefix)
       for (const bad of [
         'nan',
@@ -805,7 +833,7 @@ describe.each(BACKENDS)('RedisLedger contract on %s', (backend: Backend) => {
           86400000,
           1000,
         ]
-        expect(((await runner.run(scripts.reserve, keys4, reserve)) as string[])[0]).toBe('INVALID')
+        expect(((await runner.run(scripts.reserve, keys3, reserve)) as string[])[0]).toBe('INVALID')
         const grant = ['', bad, 'purchase', '0', 'key', 'grant', 86400000, 1000]
         expect(
           (
@@ -818,11 +846,11 @@ describe.each(BACKENDS)('RedisLedger contract on %s', (backend: Backend) => {
         ).toBe('INVALID')
         if (bad !== '') {
           const resolve = ['', 'AAAAAAAAAAAAAAAA', 'commit', bad, 86400000, 1000]
-          expect(((await runner.run(scripts.resolve, keys4, resolve)) as string[])[0]).toBe(
+          expect(((await runner.run(scripts.resolve, keys3, resolve)) as string[])[0]).toBe(
             'INVALID',
           )
           const now = [bad, 86400000, 1000]
-          expect(((await runner.run(scripts.balance, keys4, now)) as string[])[0]).toBe('INVALID')
+          expect(((await runner.run(scripts.balance, keys3, now)) as string[])[0]).toBe('INVALID')
         }
       }
       expect(await snapshot(redis, prefix)).toEqual(before)
@@ -871,15 +899,14 @@ describe.each(BACKENDS)('RedisLedger contract on %s', (backend: Backend) => {
         const order = [
           k.account,
           k.holds,
-          k.deadlines,
           k.history,
           k.outcomes,
           k.usage,
           k.usageIndex,
           k.idempotency,
         ]
-        expect(scriptKeys('p:', id, 8)).toEqual(order)
-        expect(scriptKeys('p:', id, 4)).toEqual(order.slice(0, 4))
+        expect(scriptKeys('p:', id, 7)).toEqual(order)
+        expect(scriptKeys('p:', id, 3)).toEqual(order.slice(0, 3))
       }
     })
   })

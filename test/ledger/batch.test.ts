@@ -22,6 +22,7 @@ import {
   type Backend,
 } from '../helpers/redis'
 import { interceptScripts } from '../helpers/intercept'
+import { spawnRedis } from '../setup/redis-process'
 
 /** The script a command runs, by its SHA1 or its source. */
 const scriptNames = new Map<string, string>(
@@ -157,8 +158,8 @@ describe.each(BACKENDS)('batched reserves and settlements on %s', (backend: Back
     const reserves = calls.filter((c) => c.script.startsWith('reserve'))
     if (backend !== 'cluster') expect(reserves.length).toBe(1 + Math.ceil(90 / 16))
     for (const batch of batches) {
-      expect(batch.keys.length % 4).toBe(0)
-      expect(batch.keys.length / 4).toBeLessThanOrEqual(16)
+      expect(batch.keys.length % scripts.reserve.numberOfKeys).toBe(0)
+      expect(batch.keys.length / scripts.reserve.numberOfKeys).toBeLessThanOrEqual(16)
       if (backend === 'cluster')
         expect(new Set(batch.keys.map((k) => calculateSlot(k))).size).toBe(1)
     }
@@ -192,7 +193,9 @@ describe.each(BACKENDS)('batched reserves and settlements on %s', (backend: Back
     expect(await ledger.balance('s2')).toMatchObject({ available: 340, pending: 0 })
     // The first alone, sent at once while nothing was in flight; the other four together.
     if (backend !== 'cluster') {
-      expect(settleCalls.map((c) => [c.script, c.keys.length / 7])).toEqual([
+      expect(
+        settleCalls.map((c) => [c.script, c.keys.length / scripts.resolve.numberOfKeys]),
+      ).toEqual([
         ['resolve', 1],
         ['resolveBatch', 4],
       ])
@@ -252,7 +255,7 @@ describe.each(BACKENDS)('batched reserves and settlements on %s', (backend: Back
         o.status === 'fulfilled' ? o.value.outcome : isCreditError(o.reason) && o.reason.code,
       ),
     ).toEqual(['committed', 'ERR_CREDIT_SCRIPT_REPLY', 'committed'])
-    expect(calls.map((c) => [c.script, c.keys.length / 7])).toEqual([
+    expect(calls.map((c) => [c.script, c.keys.length / scripts.resolve.numberOfKeys])).toEqual([
       ['resolve', 1],
       ['resolveBatch', 2],
     ])
@@ -321,7 +324,9 @@ describe.each(BACKENDS)('batched reserves and settlements on %s', (backend: Back
     expect(refused.status === 'rejected' && String(refused.reason)).toMatch(/WRONGTYPE/)
     if (backend !== 'cluster') {
       expect(
-        calls.filter((c) => c.script === 'reserveBatch').map((c) => c.keys.length / 4),
+        calls
+          .filter((c) => c.script === 'reserveBatch')
+          .map((c) => c.keys.length / scripts.reserve.numberOfKeys),
       ).toEqual([3])
     }
     for (const id of ['g1', 'g2', 'g3']) expect((await ledger.balance(id)).pending).toBe(1)
@@ -346,14 +351,17 @@ describe.each(BACKENDS)('batched reserves and settlements on %s', (backend: Back
     expect(results.every((r) => r.status === 'held')).toBe(true)
     // The first at once (nothing in flight), then 4 + 4 as soon as each batch is full, and the
     // last one when the turn ends (on a cluster: one slot, the same).
-    expect(calls.map((c) => c.keys.length / 4)).toEqual([1, 4, 4, 1])
+    expect(calls.map((c) => c.keys.length / scripts.reserve.numberOfKeys)).toEqual([1, 4, 4, 1])
     expect((await ledger.balance('split')).pending).toBe(10)
   })
 })
 
 describe('the script runner', () => {
   it('sends a script by EVAL the first time, then by EVALSHA, and again by EVAL after SCRIPT FLUSH', async () => {
-    const redis = backendRedis('redis')
+    // A server of its own: on the shared one, another test file may load the script again
+    // between the flush and the call.
+    const server = await spawnRedis()
+    const redis = new Redis(server.url)
     const commands: string[] = []
     const client = interceptScripts(redis, async ({ name }, send) => {
       const reply = await send().catch((error: unknown) => {
@@ -375,6 +383,7 @@ describe('the script runner', () => {
       expect(commands).toEqual(['evalsha refused', 'eval'])
     } finally {
       await redis.quit()
+      await server.stop()
     }
   })
 })

@@ -52,8 +52,8 @@ async function populate(
 }
 
 /**
- * A snapshot with the prefix and the hold nonces replaced by stable names, hashes by field and
- * sorted sets by member (random nonces order members of equal score differently).
+ * A snapshot with the prefix and the hold nonces replaced by stable names, and hashes sorted by
+ * field.
  */
 function normalise(snap: Record<string, unknown>, prefix: string, holdIds: string[]): unknown {
   const names = new Map(holdIds.map((h, i) => [h.slice(h.lastIndexOf(':') + 1), `<hold${i}>`]))
@@ -64,12 +64,7 @@ function normalise(snap: Record<string, unknown>, prefix: string, holdIds: strin
   }
   const out: Record<string, unknown> = {}
   for (const [key, value] of Object.entries(snap)) {
-    if (Array.isArray(value) && key.endsWith(':d')) {
-      const pairs: string[] = []
-      for (let i = 0; i < value.length; i += 2)
-        pairs.push(`${text(String(value[i]))}@${String(value[i + 1])}`)
-      out[text(key)] = pairs.sort()
-    } else if (Array.isArray(value)) {
+    if (Array.isArray(value)) {
       out[text(key)] = value.map((v) => text(String(v)))
     } else if (typeof value === 'object' && value !== null) {
       out[text(key)] = Object.fromEntries(

@@ -16,7 +16,7 @@ const STATES: Readonly<Record<string, HoldState>> = {
 /**
  * Every hold record of an account, by nonce: the holds hash's (`P|…` pending, `E|0|returned`,
  * `V|0|0`, a cancel's `R|0|returned`) and the outcomes list's (`C|charged|returned`,
- * `R|0|returned`), without the time they are forgotten at.
+ * `R|0|returned`), outcomes without the time they are forgotten at.
  */
 export async function accountHoldRecords(
   redis: Redis,
@@ -24,11 +24,13 @@ export async function accountHoldRecords(
   accountId: string,
 ): Promise<Map<string, string>> {
   const keys = accountKeys(prefix, accountId)
-  const out = new Map(Object.entries(await redis.hgetall(keys.holds)))
+  const withoutForgetAt = (record: string) => record.replace(/^([CREV]\|\d+\|\d+)\|\d+$/, '$1')
+  const out = new Map<string, string>()
+  for (const [nonce, record] of Object.entries(await redis.hgetall(keys.holds)))
+    out.set(nonce, withoutForgetAt(record))
   const outcomes = await redis.lrange(keys.outcomes, 0, -1)
-  for (let i = 0; i + 1 < outcomes.length; i += 2) {
-    out.set(outcomes[i]!, outcomes[i + 1]!.replace(/\|\d+$/, ''))
-  }
+  for (let i = 0; i + 1 < outcomes.length; i += 2)
+    out.set(outcomes[i]!, withoutForgetAt(outcomes[i + 1]!))
   return out
 }
 
