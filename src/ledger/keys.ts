@@ -67,7 +67,10 @@ export function checkPrefix(prefix: unknown): string {
 
 /** Every Redis key of one account. All share the hash tag `{encodedId}`: one slot per account. */
 export interface AccountKeys {
-  /** Hash: account type, flags, creation time, pending total, history sequence and the grant buckets. */
+  /**
+   * Hash: account type, flags, creation time, pending total, history sequence, the grant
+   * buckets, and when the first record of `holds` and the first of `outcomes` can fall due.
+   */
   readonly account: string
   /**
    * Hash: pending holds, by nonce, and the outcomes a resent reserve must find: holds that

@@ -89,8 +89,10 @@ export interface RedisLedgerOptions {
   /**
    * How long a resolved hold's outcome is remembered, so that a resent commit or release gets
    * the first outcome (`replayed: true`) instead of `ERR_CREDIT_HOLD_NOT_FOUND`. Resends come
-   * within seconds of a reconnect; memory grows with calls × this window. Forgetting never
-   * risks a double charge: a forgotten hold cannot be committed again. Defaults to 10 minutes.
+   * within seconds of a reconnect; memory grows with calls × this window. An outcome past it is
+   * forgotten by the account's next commit or release, or by {@link RedisLedger.sweep}.
+   * Forgetting never risks a double charge: a forgotten hold cannot be committed again. Defaults
+   * to 10 minutes.
    */
   readonly resolvedHoldRetentionMs?: number
   /** History entries kept per account. Defaults to 1000. */

@@ -176,9 +176,9 @@ local function newAccount()
     -- The earliest deadline among the records of the holds hash, 0 when it has none; it may be
     -- earlier than that (a settlement does not raise it), never later. Set, only then: ndDirty.
     nd = 0.0,
-    -- The outcomes list (see rememberOutcome): when its oldest entry is due to be forgotten, 0
-    -- when it is empty. A run that changes the list sets, only then: ofDirty; outcomes, the
-    -- entries it appends; trim, how many of the first elements it forgets (forgotten entries).
+    -- When the oldest entry of the outcomes list (see rememberOutcome) is due to be forgotten, 0
+    -- when it is empty. Set only by a run that changes the list: ofDirty, outcomes (the entries
+    -- it appends), trim (the elements it forgets from the front) and forgotten (their outcomes).
     of = 0.0,
   }
 end
@@ -502,9 +502,8 @@ local function forgetOutcomes(A)
 end
 
 -- A pending hold: P|held|expiresAt|alloc|nominal|endpoint, alloc = "bucket=amount,..." in
--- spending order. A resolved one: state|charged|returned, state C(ommitted), R(eleased),
--- E(xpired) or V(oid: resolved before it was ever reserved); in the outcomes list followed by
--- |forgetAt.
+-- spending order. A resolved one: state|charged|returned|forgetAt, state C(ommitted),
+-- R(eleased), E(xpired) or V(oid: resolved before it was ever reserved).
 local function parseHold(rec)
   local held, expiresAt, alloc, nominal, endpoint = string.match(rec, '^P|(%d+)|(%d+)|([^|]*)|(%d+)|(.*)$')
   if not held then
