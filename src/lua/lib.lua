@@ -413,8 +413,10 @@ local NOTHING_DUE = {}
 
 -- The records of the holds hash due by now, soonest first (ties in nonce order), at most 1000;
 -- read only when A.nd says one may be. Sets A.nd to the deadline of the first record left.
+-- Credits pending with no deadline kept (data written before the `nd` field, or damaged) have
+-- the hash read too, so that no hold stays pending past its expiry.
 local function dueHolds(A)
-  if A.nd == 0 or A.nd > C.now then
+  if A.nd > C.now or (A.nd == 0 and A.pending <= 0) then
     return NOTHING_DUE
   end
   local flat = redis.call('HGETALL', C.holds)

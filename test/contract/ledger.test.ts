@@ -483,6 +483,18 @@ describe.each(BACKENDS)('RedisLedger contract on %s', (backend: Backend) => {
       expect([await redis.hlen(k.holds), await nd()]).toEqual([0, 0])
     })
 
+    it('voids a pending hold at its expiry even when the account keeps no deadline (data from before the nd field)', async () => {
+      const clock = new TestClock()
+      const { ledger, redis, prefix } = setup({ clock: clock.read, holdMs: 30_000 })
+      await ledger.openAccount('u18', { type: 'registered' })
+      const hold = await ledger.reserve('u18', 5, { endpoint: '/x' })
+      if (hold.status !== 'held') throw new Error('not held')
+      await redis.hdel(accountKeys(prefix, 'u18').account, 'nd')
+      clock.advance(30_000)
+      expect(await ledger.balance('u18')).toMatchObject({ available: 350, pending: 0 })
+      expect(await ledger.commit(hold.holdId)).toMatchObject({ outcome: 'expired', charged: 0 })
+    })
+
     it('keeps settled outcomes out of the holds hash, and replays them from the outcomes list', async () => {
       const { ledger, redis, prefix } = setup()
       await ledger.openAccount('u14', { type: 'registered' })
