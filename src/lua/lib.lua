@@ -463,9 +463,10 @@ local function rememberOutcome(A, nonce, outcome)
 end
 
 -- The remembered outcome of `nonce` (state|charged|returned|forgetAt), or nil. Entries this run
--- forgets (the first A.trim elements) are gone already.
+-- forgets (the first A.trim elements) are gone already. Looked for from the newest: a resent
+-- settlement comes seconds after the first.
 local function findOutcome(A, nonce)
-  local index = redis.call('LPOS', C.outcomes, nonce)
+  local index = redis.call('LPOS', C.outcomes, nonce, 'RANK', '-1')
   if index and index >= (A.trim or 0) then
     return redis.call('LINDEX', C.outcomes, index + 1) or nil
   end
