@@ -479,9 +479,9 @@ export class RedisLedger implements CreditLedger {
       case 'NO_ACCOUNT':
         return { status: 'no_account', accountId: id }
       case 'DUPLICATE':
-        // Our own nonce, already resolved: ioredis resent this reserve after a reconnect, and the
-        // first run's hold had expired (or been voided) by the time the resend ran. Nothing is
-        // held now, and nothing was charged.
+        // Our own nonce, already ended: ioredis resent this reserve after a reconnect, and the
+        // first run's hold had expired, or been voided or cancelled by our lost-reply path, by
+        // the time the resend ran. Nothing is held now, and nothing was charged.
         throw new CreditStoreError(
           'ERR_CREDIT_STORE_UNAVAILABLE',
           'the reserve reached Redis again after a reconnect, when its first hold had already ended; nothing is held: reserve again',

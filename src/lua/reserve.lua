@@ -23,7 +23,8 @@
         | {'INSUFFICIENT', required, available, type}
         | {'FORBIDDEN', type}
         | {'NO_ACCOUNT'}
-        | {'DUPLICATE', state}         the nonce was already resolved (state C, R, E or V)
+        | {'DUPLICATE', state}         the nonce's hold has ended: E (expired), V (void) or R
+                                       (cancelled); a reserve never sees commits and releases
         | {'INVALID', code, reason}
   Amounts are milli-credits as decimal strings.
 ]]
