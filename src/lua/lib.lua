@@ -178,7 +178,7 @@ local function newAccount()
     nd = 0.0,
     -- When the oldest entry of the outcomes list (see rememberOutcome) is due to be forgotten, 0
     -- when it is empty. Set only by a run that changes the list: ofDirty, outcomes (the entries
-    -- it appends), trim (the elements it forgets from the front) and forgotten (their outcomes).
+    -- it appends) and trim (the elements it forgets from the front: two an outcome).
     of = 0.0,
   }
 end
@@ -370,10 +370,17 @@ local function setHold(A, nonce, rec, deadline)
   end
 end
 
+-- An outcome (state|charged|returned) as it is remembered, with the time it is forgotten at,
+-- in the holds hash and the outcomes list alike; and that time.
+local function outcomeRecord(outcome)
+  local forgetAt = C.now + C.doneTtl
+  return outcome .. '|' .. F(forgetAt), forgetAt
+end
+
 -- Keeps an outcome in the holds hash (expired, void, cancelled) for the retention.
 local function keepOutcome(A, nonce, outcome)
-  local forgetAt = C.now + C.doneTtl
-  setHold(A, nonce, outcome .. '|' .. F(forgetAt), forgetAt)
+  local rec, forgetAt = outcomeRecord(outcome)
+  setHold(A, nonce, rec, forgetAt)
 end
 
 local function dropHold(A, nonce)
@@ -381,9 +388,9 @@ local function dropHold(A, nonce)
   A.holdDel[nonce] = true
 end
 
--- The deadline of a record of the holds hash; 1 (long due) for one that cannot be read, which
--- maintain then drops.
-local function holdDeadline(rec)
+-- The deadline of a record (a pending hold's expiry, an outcome's forget time); 1 (long due) for
+-- one that cannot be read, which is then dropped.
+local function recordDeadline(rec)
   local deadline = string.match(rec, '^P|%d+|(%d+)|') or string.match(rec, '^%u|%d+|%d+|(%d+)$')
   if deadline then
     return deadline + 0.0
@@ -423,7 +430,7 @@ local function dueHolds(A)
   local due = {}
   local nextAt = 0.0
   for i = 1, #flat, 2 do
-    local deadline = holdDeadline(flat[i + 1])
+    local deadline = recordDeadline(flat[i + 1])
     if deadline <= C.now then
       due[#due + 1] = { nonce = flat[i], rec = flat[i + 1], deadline = deadline }
     elseif nextAt == 0 or deadline < nextAt then
@@ -451,10 +458,10 @@ end
 -- settlement, which does need these outcomes, finds them with LPOS. They are forgotten from the
 -- front once due, with no sorted set: the account's `of` field says when the first is due.
 local function rememberOutcome(A, nonce, outcome)
-  local forgetAt = C.now + C.doneTtl
+  local rec, forgetAt = outcomeRecord(outcome)
   local list = A.outcomes or {}
   list[#list + 1] = nonce
-  list[#list + 1] = outcome .. '|' .. F(forgetAt)
+  list[#list + 1] = rec
   A.outcomes = list
   if A.of == 0 then
     A.of = forgetAt
@@ -479,21 +486,19 @@ end
 -- retention was shortened, or an injected clock went back), it waits for the ones before it.
 local function forgetOutcomes(A)
   A.trim = 0
-  A.forgotten = 0
   A.ofDirty = true
   local size = 4
   while true do
     local chunk = redis.call('LRANGE', C.outcomes, A.trim, A.trim + size - 1)
     for i = 2, #chunk, 2 do
-      local forgetAt = string.match(chunk[i], '|(%d+)$')
-      if forgetAt and forgetAt + 0.0 > C.now then
-        A.of = forgetAt + 0.0
+      local forgetAt = recordDeadline(chunk[i])
+      if forgetAt > C.now then
+        A.of = forgetAt
         return
       end
       A.trim = A.trim + 2
-      A.forgotten = A.forgotten + 1
-      if A.forgotten == 1000 then
-        return -- A.of stays due: the next run goes on
+      if A.trim == 2000 then
+        return -- 1000 outcomes; A.of stays due: the next run goes on
       end
     end
     if #chunk < size then

@@ -40,7 +40,7 @@ for _, rec in pairs(A.holdSet) do
     voided = voided + 1
   end
 end
-local forgotten = (A.forgotten or 0) + 0.0
+local forgotten = (A.trim or 0) / 2
 for _ in pairs(A.holdDel) do
   forgotten = forgotten + 1
 end
