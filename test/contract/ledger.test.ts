@@ -483,6 +483,19 @@ describe.each(BACKENDS)('RedisLedger contract on %s', (backend: Backend) => {
       expect([await redis.hlen(k.holds), await nd()]).toEqual([0, 0])
     })
 
+    it('charges nothing for a late commit of a hold that expires before an earlier-made, longer one', async () => {
+      const clock = new TestClock()
+      const { ledger } = setup({ clock: clock.read })
+      await ledger.openAccount('u19', { type: 'registered' })
+      const long = await ledger.reserve('u19', 1, { endpoint: '/x', holdMs: 60_000 })
+      const short = await ledger.reserve('u19', 2, { endpoint: '/x', holdMs: 10_000 })
+      if (long.status !== 'held' || short.status !== 'held') throw new Error('not held')
+      clock.advance(15_000) // the short hold has expired, the long one has not
+      expect(await ledger.commit(short.holdId)).toMatchObject({ outcome: 'expired', charged: 0 })
+      expect(await ledger.commit(long.holdId)).toMatchObject({ outcome: 'committed', charged: 1 })
+      expect(await ledger.balance('u19')).toMatchObject({ balance: 349, pending: 0 })
+    })
+
     it('voids a pending hold at its expiry even when the account keeps no deadline (data from before the nd field)', async () => {
       const clock = new TestClock()
       const { ledger, redis, prefix } = setup({ clock: clock.read, holdMs: 30_000 })
