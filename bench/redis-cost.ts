@@ -9,13 +9,19 @@
  * Starts `valgrind --tool=callgrind redis-server` on a free port, opens 1,000 accounts, warms
  * every script up with `warm` reserve+commit pairs per account (the outcomes an account then
  * remembers), then counts only the measured phases: `pairs` reserves, then their commits
- * (every tenth one a release), from `callers` concurrent callers. With one caller nothing is
- * batched and the count is exact to a few instructions; with more, batches form by timing and
- * the count moves by about 2 %. Arguments after `--` go to redis-server (for instance
+ * (every tenth one a release). Operations go in waves of `callers`, sent in one turn of the
+ * event loop, each wave once the last has been answered: the first of a wave goes alone (nothing
+ * is in flight), and the ledger batches the rest `batchSize` at a time. So the batches are the
+ * same on every run, and so is the count, to a few instructions in a million; with one caller
+ * nothing is batched. Arguments after `--` go to redis-server (for instance
  * `--hash-max-listpack-entries 16`). Needs valgrind (`apt-get install -y valgrind`).
+ *
+ * Environment: `REDIS_SERVER`, the redis-server to run (one built from source keeps its
+ * symbols, so that callgrind can name Lua's functions); `CALLGRIND_DIR`, a directory to keep the
+ * two counts in (`callgrind_annotate <file>` then shows where the instructions went).
  */
 import { spawn, spawnSync } from 'node:child_process'
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { createConnection } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -58,7 +64,9 @@ async function main(): Promise<void> {
   if (spawnSync('valgrind', ['--version']).status !== 0) {
     throw new Error('bench/redis-cost.ts needs valgrind: apt-get install -y valgrind')
   }
-  const dir = mkdtempSync(join(tmpdir(), 'creditgate-callgrind-'))
+  const keep = process.env['CALLGRIND_DIR']
+  if (keep !== undefined) mkdirSync(keep, { recursive: true })
+  const dir = mkdtempSync(join(keep ?? tmpdir(), 'creditgate-callgrind-'))
   const out = join(dir, 'callgrind.out')
   const port = await freePort()
   const server = spawn(
@@ -67,7 +75,7 @@ async function main(): Promise<void> {
       '--tool=callgrind',
       `--callgrind-out-file=${out}`,
       '--instr-atstart=no',
-      'redis-server',
+      process.env['REDIS_SERVER'] ?? 'redis-server',
       '--port',
       String(port),
       '--save',
@@ -103,39 +111,33 @@ async function main(): Promise<void> {
     const ledger = new RedisLedger({ redis, prefix: 'cost:', batchSize })
     let next = 0
     const holds: string[] = []
-    const reserveAll = async (count: number): Promise<void> => {
-      await Promise.all(
-        Array.from({ length: callers }, async () => {
-          for (let k = 0; k < count / callers; k++) {
-            const hold = await ledger.reserve(`acct-${next++ % ACCOUNTS}`, 1, {
-              endpoint: '/quote',
-            })
-            if (hold.status !== 'held') throw new Error(`reserve: ${hold.status}`)
-            holds.push(hold.holdId)
-          }
-        }),
-      )
+    /** Runs `count` operations in waves of `callers`, each wave sent in one turn. */
+    const inWaves = async (count: number, op: (i: number) => Promise<void>): Promise<void> => {
+      for (let start = 0; start < count; start += callers) {
+        const wave = Math.min(callers, count - start)
+        await Promise.all(Array.from({ length: wave }, (_, j) => op(start + j)))
+      }
     }
+    const reserveAll = (count: number): Promise<void> =>
+      inWaves(count, async () => {
+        const hold = await ledger.reserve(`acct-${next++ % ACCOUNTS}`, 1, { endpoint: '/quote' })
+        if (hold.status !== 'held') throw new Error(`reserve: ${hold.status}`)
+        holds.push(hold.holdId)
+      })
     const settleAll = async (): Promise<number> => {
       const all = holds.splice(0)
-      let i = 0
-      await Promise.all(
-        Array.from({ length: callers }, async () => {
-          while (i < all.length) {
-            const holdId = all[i] ?? ''
-            i += 1
-            if (i % 10 === 0) await ledger.release(holdId, { latencyMs: 3 })
-            else await ledger.commit(holdId, { latencyMs: 3 })
-          }
-        }),
-      )
+      await inWaves(all.length, async (i) => {
+        const holdId = all[i] ?? ''
+        if (i % 10 === 9) await ledger.release(holdId, { latencyMs: 3 })
+        else await ledger.commit(holdId, { latencyMs: 3 })
+      })
       return all.length
     }
     // Warm-up: every script is sent once by EVAL and compiled before counting starts, and every
     // account has settled `warm` calls, as in a server's steady state (its usage periods exist,
     // and its holds hash remembers that many outcomes).
     for (let round = 0; round < warm; round++) {
-      await reserveAll(Math.ceil(ACCOUNTS / callers) * callers)
+      await reserveAll(ACCOUNTS)
       await settleAll()
     }
     control('-i', 'on')
@@ -158,7 +160,8 @@ async function main(): Promise<void> {
     await redis.quit()
     server.kill('SIGTERM')
     await new Promise((resolve) => server.once('exit', resolve))
-    rmSync(dir, { recursive: true, force: true })
+    if (keep === undefined) rmSync(dir, { recursive: true, force: true })
+    else console.log(`callgrind counts kept in ${dir}`)
   }
 }
 
