@@ -52,11 +52,12 @@ end
 
 -- Reads the three retention arguments (ms of hours, days and months kept); false if one is bad.
 local function usageRetention(h, d, m)
-  U.keep.h = uint(h)
-  U.keep.d = uint(d)
-  U.keep.m = uint(m)
-  return U.keep.h ~= nil and U.keep.d ~= nil and U.keep.m ~= nil and U.keep.h >= HOUR_MS and
-    U.keep.d >= DAY_MS and U.keep.m >= 31 * DAY_MS
+  local keep = U.keep
+  keep.h = uint(h)
+  keep.d = uint(d)
+  keep.m = uint(m)
+  return keep.h ~= nil and keep.d ~= nil and keep.m ~= nil and keep.h >= HOUR_MS and keep.d >= DAY_MS and
+    keep.m >= 31 * DAY_MS
 end
 
 -- The watermark as a number, or nil when the account has none yet.
@@ -79,10 +80,15 @@ local function counts(value)
   return 0.0, 0.0, 0.0, 0.0, 0.0
 end
 
--- `value` (a stored value or a missing one) with the counters of `t` added, as a stored value.
-local function plus(value, t)
+-- `value` (a stored value or a missing one) with these counters added, as a stored value.
+local function plusCounts(value, t1, t2, t3, t4, t5)
   local a, b, c, d, e = counts(value)
-  return F(a + t[1]) .. '|' .. F(b + t[2]) .. '|' .. F(c + t[3]) .. '|' .. F(d + t[4]) .. '|' .. F(e + t[5])
+  return F(a + t1) .. '|' .. F(b + t2) .. '|' .. F(c + t3) .. '|' .. F(d + t4) .. '|' .. F(e + t5)
+end
+
+-- `value` with the counters of `t` added (see plusCounts).
+local function plus(value, t)
+  return plusCounts(value, t[1], t[2], t[3], t[4], t[5])
 end
 
 -- Adds `t` to the sums kept by name in `sums` (names in first-seen order in sums.names).
@@ -185,7 +191,7 @@ local function addUsage(endpoint, credits, refunded, latency)
   local hourName = U.prefix[1] .. endpoint
   local got = redis.call('HMGET', U.usage, WATERMARK, hourName)
   local w = watermark(got[1])
-  local hset = {}
+  local moved = false
   if not w then
     -- A new account's first call, or counters from before hours were folded lazily (each call
     -- was then counted in its hour, day and month at once): if this hour has calls already,
@@ -194,14 +200,12 @@ local function addUsage(endpoint, credits, refunded, latency)
     if #redis.call('ZRANGEBYLEX', U.index, '[h' .. pad16(U.hour), '[h~', 'LIMIT', '0', '1') > 0 then
       w = U.hour + HOUR_MS
     end
-    hset[1] = WATERMARK
-    hset[2] = F(w)
+    moved = true
   end
   if w < U.hour then
     fold(w, U.hour)
     w = U.hour
-    hset[1] = WATERMARK
-    hset[2] = F(w)
+    moved = true
   end
   local latencyCount = 0.0
   if latency then
@@ -209,21 +213,25 @@ local function addUsage(endpoint, credits, refunded, latency)
   else
     latency = 0.0
   end
-  local t = { 1.0, credits, refunded, latency, latencyCount }
   local opened = type(got[2]) ~= 'string'
   if U.hour < w then
     -- An hour already folded: its day and month are counted now too.
+    local t = { 1.0, credits, refunded, latency, latencyCount }
     local sums = { names = {} }
     addTo(sums, hourName, t)
     addTo(sums, U.prefix[2] .. endpoint, t)
     addTo(sums, U.prefix[3] .. endpoint, t)
     store(sums)
+    if moved then
+      redis.call('HSET', U.usage, WATERMARK, F(w))
+    end
   else
-    hset[#hset + 1] = hourName
-    hset[#hset + 1] = plus(got[2], t)
-  end
-  if #hset > 0 then
-    redis.call('HSET', U.usage, unpack(hset))
+    local value = plusCounts(got[2], 1.0, credits, refunded, latency, latencyCount)
+    if moved then
+      redis.call('HSET', U.usage, WATERMARK, F(w), hourName, value)
+    else
+      redis.call('HSET', U.usage, hourName, value)
+    end
   end
   -- Only a call that opens a new period can make an old one fall out of retention soon enough
   -- to matter: trimming then keeps memory bounded without three range scans on every call.

@@ -163,16 +163,17 @@ end
 
 local function newAccount()
   return {
-    f = {},
+    -- The account's fields other than its buckets. Listed, though nil, so that the table is made
+    -- with room for them: one that grows a key at a time is rebuilt at 1, 2, 4 and 8 keys.
+    f = { ty = nil, ct = nil, fl = nil, pe = nil, sq = nil, nd = nil, of = nil, su = nil },
     buckets = {},
     byName = {},
     pending = 0.0,
     seq = 0.0,
     dirty = {},
     log = {},
-    holdSet = {},
-    holdDel = {},
-    fieldDel = {},
+    -- Records of the holds hash to write: nonce -> record, or false to delete it.
+    holdChanges = {},
     -- The earliest deadline among the records of the holds hash, 0 when it has none; it may be
     -- earlier than that (a settlement does not raise it), never later. Set, only then: ndDirty.
     nd = 0.0,
@@ -205,7 +206,11 @@ local function load()
   local A = newAccount()
   for i = 1, #flat, 2 do
     local name = flat[i]
-    local exp, source = string.match(name, '^b(%d+):(.+)$')
+    -- Every other field has a two-letter name: only a longer one is worth a pattern match.
+    local exp, source = nil, nil
+    if #name > 2 then
+      exp, source = string.match(name, '^b(%d+):(.+)$')
+    end
     if exp then
       local b = { name = name, exp = exp + 0.0, source = source, amount = flat[i + 1] + 0.0 }
       A.buckets[#A.buckets + 1] = b
@@ -253,8 +258,12 @@ end
 local function subscription(A)
   if A.sub == nil then
     A.sub = false
-    local plan, monthly, rollover, anchor, n, ends, allowance =
-      string.match(A.f.su or '', '^([^|]+)|(%d+)|([01])|(%d+)|(%d+)|(%d+)|(%d+)$')
+    local su = A.f.su
+    local plan, monthly, rollover, anchor, n, ends, allowance
+    if su then
+      plan, monthly, rollover, anchor, n, ends, allowance =
+        string.match(su, '^([^|]+)|(%d+)|([01])|(%d+)|(%d+)|(%d+)|(%d+)$')
+    end
     if plan then
       A.sub = {
         plan = plan,
@@ -281,10 +290,10 @@ local function saveSubscription(A)
     end
     A.f.su = S.plan .. '|' .. F(S.monthly) .. '|' .. rollover .. '|' .. F(S.anchor) .. '|' .. F(S.n) .. '|' ..
       F(S.ends) .. '|' .. F(S.allowance)
-    A.fieldDel.su = nil
+    A.dropSubscription = nil
   else
     A.f.su = nil
-    A.fieldDel.su = true
+    A.dropSubscription = true
   end
   A.fieldsDirty = true
 end
@@ -362,12 +371,25 @@ end
 -- may be due, so that a script reads the hash to find due records only then: no sorted set of
 -- deadlines to write on every reserve and settlement.
 local function setHold(A, nonce, rec, deadline)
-  A.holdSet[nonce] = rec
-  A.holdDel[nonce] = nil
+  A.holdChanges[nonce] = rec
   if A.nd == 0 or deadline < A.nd then
     A.nd = deadline
     A.ndDirty = true
   end
+end
+
+-- The reply status of an outcome's state letter; nil for none of them.
+local function outcomeStatus(state)
+  if state == 'C' then
+    return 'COMMITTED'
+  elseif state == 'R' then
+    return 'RELEASED'
+  elseif state == 'E' then
+    return 'EXPIRED'
+  elseif state == 'V' then
+    return 'VOID'
+  end
+  return nil
 end
 
 -- An outcome (state|charged|returned) as it is remembered, with the time it is forgotten at,
@@ -384,8 +406,7 @@ local function keepOutcome(A, nonce, outcome)
 end
 
 local function dropHold(A, nonce)
-  A.holdSet[nonce] = nil
-  A.holdDel[nonce] = true
+  A.holdChanges[nonce] = false
 end
 
 -- The deadline of a record (a pending hold's expiry, an outcome's forget time); 1 (long due) for
@@ -664,50 +685,64 @@ end
 
 local function flush(A)
   local hset = {}
+  local n = 0
   for name, b in pairs(A.dirty) do
     if b.amount > 0 then
-      hset[#hset + 1] = name
-      hset[#hset + 1] = F(b.amount)
+      hset[n + 1] = name
+      hset[n + 2] = F(b.amount)
+      n = n + 2
     else
       redis.call('HDEL', C.account, name)
     end
   end
   if A.fieldsDirty then
     for name, value in pairs(A.f) do
-      hset[#hset + 1] = name
-      hset[#hset + 1] = value
+      hset[n + 1] = name
+      hset[n + 2] = value
+      n = n + 2
     end
-    for name in pairs(A.fieldDel) do
-      redis.call('HDEL', C.account, name)
+    if A.dropSubscription then
+      redis.call('HDEL', C.account, 'su')
     end
   end
-  hset[#hset + 1] = 'pe'
-  hset[#hset + 1] = F(A.pending)
-  hset[#hset + 1] = 'sq'
-  hset[#hset + 1] = F(A.seq)
+  -- After the fields above, which hold these as they were loaded.
+  hset[n + 1] = 'pe'
+  hset[n + 2] = F(A.pending)
+  n = n + 2
+  if #A.log > 0 then
+    -- The sequence moves only with the history.
+    hset[n + 1] = 'sq'
+    hset[n + 2] = F(A.seq)
+    n = n + 2
+  end
   if A.ndDirty then
-    hset[#hset + 1] = 'nd'
-    hset[#hset + 1] = F(A.nd)
+    hset[n + 1] = 'nd'
+    hset[n + 2] = F(A.nd)
+    n = n + 2
   end
   if A.ofDirty then
-    hset[#hset + 1] = 'of'
-    hset[#hset + 1] = F(A.of)
+    hset[n + 1] = 'of'
+    hset[n + 2] = F(A.of)
+    n = n + 2
   end
-  redis.call('HSET', C.account, unpack(hset))
-  local hdel = {}
-  for nonce in pairs(A.holdDel) do
-    hdel[#hdel + 1] = nonce
-  end
-  if #hdel > 0 then
-    redis.call('HDEL', C.holds, unpack(hdel))
-  end
-  local hsetHolds = {}
-  for nonce, rec in pairs(A.holdSet) do
-    hsetHolds[#hsetHolds + 1] = nonce
-    hsetHolds[#hsetHolds + 1] = rec
-  end
-  if #hsetHolds > 0 then
-    redis.call('HSET', C.holds, unpack(hsetHolds))
+  redis.call('HSET', C.account, unpack(hset, 1, n))
+  if next(A.holdChanges) ~= nil then
+    local hdel = {}
+    local hsetHolds = {}
+    for nonce, rec in pairs(A.holdChanges) do
+      if rec then
+        hsetHolds[#hsetHolds + 1] = nonce
+        hsetHolds[#hsetHolds + 1] = rec
+      else
+        hdel[#hdel + 1] = nonce
+      end
+    end
+    if #hdel > 0 then
+      redis.call('HDEL', C.holds, unpack(hdel))
+    end
+    if #hsetHolds > 0 then
+      redis.call('HSET', C.holds, unpack(hsetHolds))
+    end
   end
   if A.trim and A.trim > 0 then
     redis.call('LTRIM', C.outcomes, A.trim, -1)
@@ -729,7 +764,7 @@ local function flush(A)
 end
 
 local function changed(A)
-  return next(A.dirty) ~= nil or next(A.holdSet) ~= nil or next(A.holdDel) ~= nil or #A.log > 0 or
+  return next(A.dirty) ~= nil or next(A.holdChanges) ~= nil or #A.log > 0 or
     A.fieldsDirty == true or A.ndDirty == true or A.ofDirty == true
 end
 

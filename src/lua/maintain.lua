@@ -35,14 +35,13 @@ if not A then
 end
 maintain(A)
 local voided = 0.0
-for _, rec in pairs(A.holdSet) do
-  if string.sub(rec, 1, 2) == 'E|' then
+local forgotten = (A.trim or 0) / 2
+for _, rec in pairs(A.holdChanges) do
+  if not rec then
+    forgotten = forgotten + 1
+  elseif string.sub(rec, 1, 2) == 'E|' then
     voided = voided + 1
   end
-end
-local forgotten = (A.trim or 0) / 2
-for _ in pairs(A.holdDel) do
-  forgotten = forgotten + 1
 end
 local expired = 0.0
 for i = 1, #A.log do

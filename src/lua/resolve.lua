@@ -66,15 +66,13 @@ C.outcomes = KEYS[4]
 U.usage = KEYS[5]
 U.index = KEYS[6]
 
-local STATES = { C = 'COMMITTED', R = 'RELEASED', E = 'EXPIRED', V = 'VOID' }
-
 local A = load()
 if not A then
   return { 'NO_ACCOUNT' }
 end
 maintain(A)
 
-local rec = A.holdSet[nonce] or redis.call('HGET', C.holds, nonce) or findOutcome(A, nonce)
+local rec = A.holdChanges[nonce] or redis.call('HGET', C.holds, nonce) or findOutcome(A, nonce)
 if not rec then
   -- Never reserved (or long forgotten): remember it as void, so a reserve resent late cannot
   -- create it afterwards.
@@ -90,10 +88,10 @@ if not hold then
   local avail, pending = counters(A)
   -- The outcome of an expiry voided by maintain() in this very run is news, not a replay.
   local replayed = '1'
-  if A.holdSet[nonce] then
+  if A.holdChanges[nonce] then
     replayed = '0'
   end
-  return { STATES[state], charged, returned, avail, pending, replayed }
+  return { outcomeStatus(state), charged, returned, avail, pending, replayed }
 end
 
 local charge = 0.0
@@ -127,4 +125,4 @@ if state == 'R' then
 end
 addUsage(hold.endpoint, charge, refunded, latency)
 local avail, pending = counters(A)
-return { STATES[state], F(charge), F(returned), avail, pending, '0' }
+return { outcomeStatus(state), F(charge), F(returned), avail, pending, '0' }

@@ -1,4 +1,5 @@
 import { RedisLedger } from '../../src/index'
+import { accountKeys } from '../../src/ledger/keys'
 import { BACKENDS, TestClock, makeLedger, type Backend } from '../helpers/redis'
 import { countingClient, snapshot } from '../helpers/snapshot'
 import {
@@ -350,6 +351,18 @@ describe.each(BACKENDS)('subscriptions on %s', (backend: Backend) => {
         status: 'none',
         subscription: null,
       })
+    })
+
+    it('removes an ended subscription from the account hash once its last period is over', async () => {
+      const { ledger, clock, redis, prefix } = setup('2026-01-15T12:00:00Z')
+      await ledger.openAccount('gone', { type: 'registered' })
+      await ledger.subscribe('gone', basic('gone-sub'))
+      await ledger.endSubscription('gone')
+      const { account } = accountKeys(prefix, 'gone')
+      expect(await redis.hexists(account, 'su')).toBe(1)
+      clock.now = at('2026-02-15T12:00:00Z')
+      expect((await ledger.balance('gone')).subscription).toBeNull()
+      expect(await redis.hexists(account, 'su')).toBe(0)
     })
 
     it('ends at the first anniversary at or after `at`, refreshing until then', async () => {

@@ -414,6 +414,8 @@ describe.each(BACKENDS)('usage analytics on %s', (backend: Backend) => {
     await redis.hset(k.usage, legacy)
     await redis.zadd(k.usageIndex, ...Object.keys(legacy).flatMap((name) => ['0', name]))
     await ledger.recordUsage('old', { endpoint: '/b' })
+    // This hour has calls counted the old way: it counts as folded, and so does the watermark.
+    expect(await redis.hget(k.usage, 'w')).toBe(String(at('2026-01-15T13:00:00Z')))
     await ledger.recordUsage('old', { endpoint: '/a' })
     clock.advance(HOUR)
     await ledger.recordUsage('old', { endpoint: '/a' })
