@@ -579,6 +579,10 @@ local function resolveHold(A, hold, charge, endpoint)
     A.pending = A.pending - charge
     record(A, 'charge', -charge, 'usage', endpoint)
   end
+  if charge == hold.held then
+    -- The allocations add up to what was held (reserve wrote them so): nothing comes back.
+    return 0.0
+  end
   local toCharge = charge
   local returned = 0.0
   for name, amount in string.gmatch(hold.alloc, '([^,=]+)=(%d+)') do

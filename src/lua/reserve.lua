@@ -89,7 +89,7 @@ if allowed ~= '*' and not string.find(allowed, ',' .. accountType .. ',', 1, tru
 end
 
 local held = cost
-if string.find(flags, 'u', 1, true) then
+if flags ~= '' and string.find(flags, 'u', 1, true) then
   held = 0.0
 end
 local avail = available(A)
@@ -97,7 +97,8 @@ if held > avail then
   return { 'INSUFFICIENT', F(cost), F(avail), accountType }
 end
 
-local parts = {}
+-- Where the credits came from: bucket=amount, joined by commas (one bucket, most often).
+local alloc = ''
 local rest = held
 for i = 1, #A.buckets do
   if rest <= 0 then
@@ -112,12 +113,17 @@ for i = 1, #A.buckets do
     b.amount = b.amount - take
     A.dirty[b.name] = b
     rest = rest - take
-    parts[#parts + 1] = b.name .. '=' .. F(take)
+    local part = b.name .. '=' .. F(take)
+    if alloc == '' then
+      alloc = part
+    else
+      alloc = alloc .. ',' .. part
+    end
   end
 end
 A.pending = A.pending + held
 local expiresAt = C.now + holdMs
-setHold(A, nonce, 'P|' .. F(held) .. '|' .. F(expiresAt) .. '|' .. table.concat(parts, ',') .. '|' .. F(cost) .. '|' .. endpoint, expiresAt)
+setHold(A, nonce, 'P|' .. F(held) .. '|' .. F(expiresAt) .. '|' .. alloc .. '|' .. F(cost) .. '|' .. endpoint, expiresAt)
 flush(A)
 local availOut, pendingOut = counters(A)
 return { 'OK', F(held), availOut, pendingOut, F(expiresAt), accountType, flags, created }
