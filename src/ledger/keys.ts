@@ -68,8 +68,9 @@ export function checkPrefix(prefix: unknown): string {
 /** Every Redis key of one account. All share the hash tag `{encodedId}`: one slot per account. */
 export interface AccountKeys {
   /**
-   * Hash: account type, flags, creation time, pending total, history sequence, the grant
-   * buckets, and when the first record of `holds` and the first of `outcomes` can fall due.
+   * Hash: account type, flags, creation time, pending total, history sequence (from the first
+   * movement on), the grant buckets, and when the first record of `holds` and the first of
+   * `outcomes` can fall due.
    */
   readonly account: string
   /**
