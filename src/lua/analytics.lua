@@ -80,15 +80,10 @@ local function counts(value)
   return 0.0, 0.0, 0.0, 0.0, 0.0
 end
 
--- `value` (a stored value or a missing one) with these counters added, as a stored value.
-local function plusCounts(value, t1, t2, t3, t4, t5)
+-- `value` (a stored value or a missing one) with these five counters added, as a stored value.
+local function plus(value, t1, t2, t3, t4, t5)
   local a, b, c, d, e = counts(value)
   return F(a + t1) .. '|' .. F(b + t2) .. '|' .. F(c + t3) .. '|' .. F(d + t4) .. '|' .. F(e + t5)
-end
-
--- `value` with the counters of `t` added (see plusCounts).
-local function plus(value, t)
-  return plusCounts(value, t[1], t[2], t[3], t[4], t[5])
 end
 
 -- Adds `t` to the sums kept by name in `sums` (names in first-seen order in sums.names).
@@ -119,7 +114,7 @@ local function store(sums)
       zadd[#zadd + 1] = names[i]
     end
     hset[#hset + 1] = names[i]
-    hset[#hset + 1] = plus(old[i], sums[names[i]])
+    hset[#hset + 1] = plus(old[i], unpack(sums[names[i]]))
   end
   redis.call('HSET', U.usage, unpack(hset))
   if #zadd > 0 then
@@ -226,7 +221,7 @@ local function addUsage(endpoint, credits, refunded, latency)
       redis.call('HSET', U.usage, WATERMARK, F(w))
     end
   else
-    local value = plusCounts(got[2], 1.0, credits, refunded, latency, latencyCount)
+    local value = plus(got[2], 1.0, credits, refunded, latency, latencyCount)
     if moved then
       redis.call('HSET', U.usage, WATERMARK, F(w), hourName, value)
     else

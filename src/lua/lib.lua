@@ -580,7 +580,8 @@ local function resolveHold(A, hold, charge, endpoint)
     record(A, 'charge', -charge, 'usage', endpoint)
   end
   if charge == hold.held then
-    -- The allocations add up to what was held (reserve wrote them so): nothing comes back.
+    -- What comes back is what was held beyond the charge (the allocations add up to what was
+    -- held): none here, so the allocations need not be read.
     return 0.0
   end
   local toCharge = charge

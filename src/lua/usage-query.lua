@@ -85,7 +85,7 @@ if from < to then
       if add then
         extra[name] = nil
         out[#out + 1] = name
-        out[#out + 1] = plus(values[i], add)
+        out[#out + 1] = plus(values[i], unpack(add))
       elseif type(values[i]) == 'string' then
         out[#out + 1] = name
         out[#out + 1] = values[i]
@@ -98,7 +98,7 @@ if from < to then
   for _, name in ipairs(extra.names) do
     if extra[name] and name >= low and name < high and (endpoint == '' or string.sub(name, 19) == endpoint) then
       out[#out + 1] = name
-      out[#out + 1] = plus(nil, extra[name])
+      out[#out + 1] = plus(nil, unpack(extra[name]))
     end
   end
 end
