@@ -3,7 +3,13 @@ import calculateSlot from 'cluster-key-slot'
 import { CreditStoreError } from '../errors.js'
 
 import type { ScriptArgs, ScriptRunner } from './run-script.js'
-import { splitBatchReply, type BatchScriptDef, type ScriptDef } from './scripts.js'
+import {
+  batchArgv,
+  sameShared,
+  splitBatchReply,
+  type BatchScriptDef,
+  type ScriptDef,
+} from './scripts.js'
 
 interface Queued {
   readonly keys: readonly string[]
@@ -12,11 +18,16 @@ interface Queued {
   readonly reject: (error: unknown) => void
 }
 
-/** Operations of one kind (and, on a Cluster, one slot) that go to Redis as one script. */
+/**
+ * Operations of one kind (and, on a Cluster, one slot) with the same shared arguments, that go
+ * to Redis as one script.
+ */
 interface Segment {
   readonly single: ScriptDef
   readonly batch: BatchScriptDef
   readonly ops: Queued[]
+  /** Its position in the queue. */
+  readonly at: number
 }
 
 /**
@@ -36,7 +47,9 @@ interface Segment {
  * it, so a balance read right after a settlement sees it. Operations on different accounts
  * touch different keys and commute.
  *
- * On a Cluster, only operations whose keys share a slot go into one script. Each operation
+ * Only operations that agree on the script's shared arguments ({@link BatchScriptDef.shared}:
+ * limits and settings, the same for every call of a gate's route) go into one script, which
+ * carries those once. On a Cluster, only operations whose keys share a slot go into one script. Each operation
  * gets its own reply; a batch that fails as a whole (connection lost, Redis refusing) rejects
  * every operation in it, and since every operation is idempotent by its id, the callers' resends
  * are as safe as for single scripts.
@@ -49,8 +62,11 @@ export class ScriptBatcher {
   #segments: Segment[] = []
   /** The last segment each account (its first key) has an operation in, by position. */
   readonly #lastOf = new Map<string, number>()
-  /** The latest segment of each kind (and slot), by position. */
-  readonly #openOf = new Map<string, number>()
+  /**
+   * The segments of each kind (and slot) that operations may still join: the latest of each
+   * set of shared arguments (a gate's routes differ in their endpoint and tier).
+   */
+  readonly #openOf = new Map<string, Segment[]>()
   #scheduled = false
   /** Scripts sent by this batcher whose replies have not come back yet. */
   #inFlight = 0
@@ -81,16 +97,22 @@ export class ScriptBatcher {
     const account = keys[0] ?? ''
     const kind = this.#cluster ? `${batch.name}:${calculateSlot(account)}` : batch.name
     const after = this.#lastOf.get(account) ?? -1
-    let at = this.#openOf.get(kind)
-    let segment = at === undefined ? undefined : this.#segments[at]
-    // Join the open segment of this kind only if it comes after this account's last operation.
-    if (at === undefined || segment === undefined || at < after) {
-      at = this.#segments.length
-      segment = { single, batch, ops: [] }
-      this.#segments.push(segment)
-      this.#openOf.set(kind, at)
+    let open = this.#openOf.get(kind)
+    if (open === undefined) {
+      open = []
+      this.#openOf.set(kind, open)
     }
-    this.#lastOf.set(account, at)
+    let k = 0
+    while (k < open.length && !sameShared(batch, open[k]?.ops[0]?.args ?? [], args)) k++
+    let segment = open[k]
+    // Join the open segment with these shared arguments only if it comes after this account's
+    // last operation; a new one takes its place.
+    if (segment === undefined || segment.at < after) {
+      segment = { single, batch, ops: [], at: this.#segments.length }
+      this.#segments.push(segment)
+      open[k] = segment
+    }
+    this.#lastOf.set(account, segment.at)
     const { ops } = segment
     const reply = new Promise<unknown>((resolve, reject) => {
       ops.push({ keys, args, resolve, reject })
@@ -139,20 +161,18 @@ export class ScriptBatcher {
       this.#track(this.#runner.run(single, only.keys, only.args)).then(only.resolve, only.reject)
       return
     }
-    // ['', numkeys, every operation's keys, every operation's arguments], built once at its
-    // final size.
+    // ['', numkeys, every operation's keys, the shared arguments, every operation's others],
+    // built once at its final size.
     let numkeys = 0
-    let size = 2
-    for (const op of ops) {
-      numkeys += op.keys.length
-      size += op.keys.length + op.args.length
-    }
-    const command: ScriptArgs = new Array<string | number>(size)
+    for (const op of ops) numkeys += op.keys.length
+    const command: ScriptArgs = new Array<string | number>(
+      2 + numkeys + batch.shared.length + ops.length * batch.varying.length,
+    )
     command[0] = ''
     command[1] = numkeys
     let at = 2
     for (const op of ops) for (const key of op.keys) command[at++] = key
-    for (const op of ops) for (const arg of op.args) command[at++] = arg
+    batchArgv(batch, ops, command, at)
     this.#track(this.#runner.runCommand(batch, command)).then(
       (replies) => {
         // A reply that is not one entry per operation breaks the contract: each caller is

@@ -55,6 +55,14 @@ function define(name: string, numberOfKeys: number, body: string, withLib = true
 export interface BatchScriptDef extends ScriptDef {
   readonly keysPerOp: number
   readonly argsPerOp: number
+  /**
+   * The positions (from 0) of the single script's ARGV that every operation of one batch shares
+   * (limits and settings, the same for every call of a gate): sent once a batch, before the
+   * other arguments of every operation ({@link batchArgv}).
+   */
+  readonly shared: readonly number[]
+  /** The other positions, in order: sent for each operation. */
+  readonly varying: readonly number[]
 }
 
 /**
@@ -66,6 +74,11 @@ export interface BatchScriptDef extends ScriptDef {
  * replies `{'ERROR', message}`, as the single script would have failed alone, and the others
  * run.
  *
+ * The batch's ARGV holds the `shared` arguments once, then each operation's others: every
+ * argument costs Redis a string object and Lua a string of its own (about 0.9 thousand
+ * instructions), and most of a settlement's and a reserve's are the same for every call. The
+ * driver puts each operation's ARGV back together in the single script's order.
+ *
  * The reply is one string: the operations' replies in order, one a line, each with its fields
  * joined by `|` ({@link splitBatchReply} takes it apart). No field of these scripts' replies
  * holds either character (status words, decimal amounts, account types and flags; an error's
@@ -76,19 +89,28 @@ function defineBatch(
   name: string,
   keysPerOp: number,
   argsPerOp: number,
+  shared: readonly number[],
   prelude: string,
   body: string,
 ): BatchScriptDef {
+  const varying = Array.from({ length: argsPerOp }, (_, i) => i).filter((i) => !shared.includes(i))
+  // ARGV of operation i, in the single script's order: `s<n>` for the shared ones (locals set
+  // once), `ARGV[o + k]` for its own.
+  const opArgs = Array.from({ length: argsPerOp }, (_, i) =>
+    shared.includes(i) ? `s${i + 1}` : `ARGV[o + ${varying.indexOf(i) + 1}]`,
+  ).join(', ')
   const driver = `
-local K, N = ${keysPerOp}, ${argsPerOp}
+local K, S, V = ${keysPerOp}, ${shared.length}, ${varying.length}
 local count = #KEYS / K
-if count < 1 or count ~= math.floor(count) or #ARGV ~= count * N then
+if count < 1 or count ~= math.floor(count) or #ARGV ~= S + count * V then
   return { 'INVALID', 'ERR_CREDIT_INVALID_ARGUMENT', 'batch' }
 end
+local ${shared.map((i) => `s${i + 1}`).join(', ')} = unpack(ARGV, 1, S)
 local out = {}
 for i = 0, count - 1 do
+  local o = S + i * V
   -- One operation's error (a key of the wrong type) is its own reply, not the batch's.
-  local ok, reply = pcall(op, { unpack(KEYS, i * K + 1, i * K + K) }, { unpack(ARGV, i * N + 1, i * N + N) })
+  local ok, reply = pcall(op, { unpack(KEYS, i * K + 1, i * K + K) }, { ${opArgs} })
   if not ok then
     if type(reply) == 'table' and reply.err then
       reply = reply.err
@@ -110,7 +132,35 @@ return table.concat(out, '\\n')
     keysPerOp,
     `${prelude}\nlocal function op(KEYS, ARGV)\n${body}\nend\n${driver}`,
   )
-  return Object.freeze({ ...def, keysPerOp, argsPerOp })
+  return Object.freeze({ ...def, keysPerOp, argsPerOp, shared, varying })
+}
+
+/**
+ * Whether two operations' arguments for `batch` agree on every shared position: only then can
+ * they go in one batch.
+ */
+export function sameShared(
+  batch: BatchScriptDef,
+  a: readonly (string | number)[],
+  b: readonly (string | number)[],
+): boolean {
+  for (const i of batch.shared) if (a[i] !== b[i]) return false
+  return true
+}
+
+/**
+ * Writes a batch's ARGV into `into` from `at` on: the shared arguments (the first operation's,
+ * which every other shares: {@link sameShared}), then each operation's others.
+ */
+export function batchArgv(
+  batch: BatchScriptDef,
+  ops: readonly { readonly args: readonly (string | number)[] }[],
+  into: (string | number)[],
+  at: number,
+): void {
+  const first = ops[0]?.args ?? []
+  for (const i of batch.shared) into[at++] = first[i] ?? ''
+  for (const { args } of ops) for (const i of batch.varying) into[at++] = args[i] ?? ''
 }
 
 /**
@@ -138,6 +188,15 @@ export const scripts = Object.freeze({
   usageQuery: define('usageQuery', 6, `${analytics}\n${usageQuerySource}`),
   maintain: define('maintain', 4, maintainSource),
   unlock: define('unlock', 1, unlockSource, false),
-  reserveBatch: defineBatch('reserveBatch', 3, 12, '', reserveSource),
-  resolveBatch: defineBatch('resolveBatch', 6, 10, analytics, resolveSource),
+  // Shared: now, holdMs, allowed, the open-on-first-sight four, doneTtl, historyMax.
+  reserveBatch: defineBatch(
+    'reserveBatch',
+    3,
+    12,
+    [0, 3, 5, 6, 7, 8, 9, 10, 11],
+    '',
+    reserveSource,
+  ),
+  // Shared: now, doneTtl, historyMax, the three usage retentions.
+  resolveBatch: defineBatch('resolveBatch', 6, 10, [0, 4, 5, 7, 8, 9], analytics, resolveSource),
 })

@@ -6,6 +6,7 @@ import { Cluster, Redis } from 'ioredis'
 import { RedisLedger, isCreditError, type RedisLedgerOptions } from '../../src/index'
 import { accountKeys, parseHoldId, scriptKeys } from '../../src/ledger/keys'
 import {
+  batchArgv,
   scripts,
   splitBatchReply,
   type BatchScriptDef,
@@ -111,11 +112,18 @@ describe.each(BACKENDS)('batched reserves and settlements on %s', (backend: Back
           one.push(await redis.eval(source(single), keys.length, ...keys, ...args))
         return { one, all: undefined }
       }
+      const argv: (string | number)[] = []
+      batchArgv(
+        batch,
+        ops.map((args) => ({ args })),
+        argv,
+        0,
+      )
       const all = await redis.eval(
         source(batch),
         keys.length * ops.length,
         ...ops.flatMap(() => keys),
-        ...ops.flat(),
+        ...argv,
       )
       return { one: [], all }
     }
@@ -163,6 +171,83 @@ describe.each(BACKENDS)('batched reserves and settlements on %s', (backend: Back
       if (backend === 'cluster')
         expect(new Set(batch.keys.map((k) => calculateSlot(k))).size).toBe(1)
     }
+  })
+
+  it('batches only operations that share their limits: one script per tier, any endpoints', async () => {
+    const { ledger, calls } = setup()
+    const ids = Array.from({ length: 12 }, (_, i) => `t${i}`)
+    for (const id of ids) await ledger.openAccount(id, { type: 'registered' })
+    calls.length = 0
+    // Three tiers interleaved in one turn: 30 s holds on two endpoints, 60 s holds, and a tier
+    // that only guests may use. Each differs from the others in a shared argument.
+    const tierOf = (i: number) => i % 3
+    const before = Date.now()
+    const results = await Promise.all(
+      ids.map((id, i) =>
+        ledger.reserve(id, 1, {
+          endpoint: i % 2 === 0 ? '/a' : '/b',
+          holdMs: tierOf(i) === 1 ? 60_000 : 30_000,
+          ...(tierOf(i) === 2 ? { allowedTypes: ['guest'] } : {}),
+        }),
+      ),
+    )
+    const after = Date.now()
+    results.forEach((result, i) => {
+      if (tierOf(i) === 2) {
+        expect(result.status).toBe('forbidden')
+        return
+      }
+      if (result.status !== 'held') throw new Error(`reserve ${i}: ${result.status}`)
+      const holdMs = tierOf(i) === 1 ? 60_000 : 30_000
+      expect(result.expiresAt).toBeGreaterThanOrEqual(before + holdMs - 1000)
+      expect(result.expiresAt).toBeLessThanOrEqual(after + holdMs + 1000)
+    })
+    // The first alone (nothing was in flight), then one script a tier: the two endpoints of
+    // the first tier share one.
+    if (backend !== 'cluster') {
+      expect(calls.map((c) => c.script)).toEqual([
+        'reserve',
+        'reserveBatch',
+        'reserveBatch',
+        'reserveBatch',
+      ])
+      // In the order each tier's first operation queued: 60 s holds, guests, then the rest of
+      // the first tier.
+      expect(calls.slice(1).map((c) => c.keys.length / scripts.reserve.numberOfKeys)).toEqual([
+        4, 4, 3,
+      ])
+    }
+  })
+
+  it("batches no operations whose clocks differ: each runs at its own caller's time", async () => {
+    let now = 1_800_000_000_000
+    const { ledger, calls } = setup({ clock: () => (now += 1000) })
+    const ids = Array.from({ length: 6 }, (_, i) => `c${i}`)
+    for (const id of ids) await ledger.openAccount(id, { type: 'registered' })
+    calls.length = 0
+    const start = now
+    const results = await Promise.all(
+      ids.map((id) => ledger.reserve(id, 1, { endpoint: '/c', holdMs: 60_000 })),
+    )
+    // reserve() reads the clock once, in the order called: each hold ends 60 s after its time.
+    expect(results.map((r) => (r.status === 'held' ? r.expiresAt : r.status))).toEqual(
+      ids.map((_, i) => start + 1000 * (i + 1) + 60_000),
+    )
+    // Each alone (on a cluster, a script a node has not seen yet is sent again by EVAL).
+    expect(new Set(calls.map((c) => c.script))).toEqual(new Set(['reserve']))
+    expect(calls.length).toBeGreaterThanOrEqual(ids.length)
+    calls.length = 0
+    const settled = await Promise.all(
+      results.map((r) => ledger.commit(r.status === 'held' ? r.holdId : '')),
+    )
+    expect(settled.map((s) => s.outcome)).toEqual(ids.map(() => 'committed'))
+    expect(new Set(calls.map((c) => c.script))).toEqual(new Set(['resolve']))
+    expect(calls.length).toBeGreaterThanOrEqual(ids.length)
+    // Each commit ran at its own time: the history's last entry of each account says so.
+    const entries = await Promise.all(ids.map((id) => ledger.transactions(id, { limit: 1 })))
+    expect(entries.map((page) => page.transactions[0]?.time)).toEqual(
+      ids.map((_, i) => start + 1000 * (ids.length + i + 1)),
+    )
   })
 
   it('settles the commits and releases of one turn together, a repeated hold once', async () => {
