@@ -11,6 +11,9 @@ import {
   type ScriptDef,
 } from './scripts.js'
 
+/** Sets of shared arguments of one kind that a turn's operations may join (see run()). */
+const MAX_OPEN = 8
+
 interface Queued {
   readonly keys: readonly string[]
   readonly args: readonly (string | number)[]
@@ -49,8 +52,8 @@ interface Segment {
  *
  * Only operations that agree on the script's shared arguments ({@link BatchScriptDef.shared}:
  * limits and settings, the same for every call of a gate's route) go into one script, which
- * carries those once. On a Cluster, only operations whose keys share a slot go into one script. Each operation
- * gets its own reply; a batch that fails as a whole (connection lost, Redis refusing) rejects
+ * carries those once. On a Cluster, only operations whose keys share a slot go into one
+ * script. Each operation gets its own reply; a batch that fails as a whole (connection lost, Redis refusing) rejects
  * every operation in it, and since every operation is idempotent by its id, the callers' resends
  * are as safe as for single scripts.
  */
@@ -64,7 +67,7 @@ export class ScriptBatcher {
   readonly #lastOf = new Map<string, number>()
   /**
    * The segments of each kind (and slot) that operations may still join: the latest of each
-   * set of shared arguments (a gate's routes differ in their endpoint and tier).
+   * set of shared arguments (a gate's tiers differ in them), at most {@link MAX_OPEN}.
    */
   readonly #openOf = new Map<string, Segment[]>()
   #scheduled = false
@@ -110,7 +113,13 @@ export class ScriptBatcher {
     if (segment === undefined || segment.at < after) {
       segment = { single, batch, ops: [], at: this.#segments.length }
       this.#segments.push(segment)
-      open[k] = segment
+      if (k < open.length) open[k] = segment
+      else {
+        // Operations that all differ (each with a clock of its own) must not make every later
+        // one compare itself with all of them: the oldest set is no longer joined.
+        if (open.length === MAX_OPEN) open.shift()
+        open.push(segment)
+      }
     }
     this.#lastOf.set(account, segment.at)
     const { ops } = segment
