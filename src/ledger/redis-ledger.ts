@@ -106,7 +106,8 @@ export interface RedisLedgerOptions {
    * Reserves (and, separately, commits and releases) sent in the same turn of the event loop
    * go to Redis as one script of at most this many operations: under load this cuts the Redis
    * time and the client work per call; alone, an operation is sent as it is. Each operation
-   * keeps its own checks, reply and idempotency. Defaults to 16; 1 sends each on its own.
+   * keeps its own checks, reply and idempotency. Defaults to 32 (a script of 32 reserves keeps
+   * Redis busy for about 0.8 ms); 1 sends each on its own.
    */
   readonly batchSize?: number
 }
@@ -246,7 +247,7 @@ export class RedisLedger implements CreditLedger {
     this.#usageRetention = parseUsageRetention(o['usageRetention'])
     this.#batcher = new ScriptBatcher(
       this.#runner,
-      configInteger(o['batchSize'] ?? 16, 'batchSize', 1, 1000),
+      configInteger(o['batchSize'] ?? 32, 'batchSize', 1, 1000),
       (redis as { readonly isCluster?: unknown }).isCluster === true,
     )
     this.#core = Object.freeze({

@@ -40,9 +40,11 @@ interface Segment {
  * Like a database's group commit, an operation is sent at once when nothing is queued or in
  * flight (an idle server sees no change and no delay); otherwise it waits at most until the
  * current turn's I/O callbacks have run (`setImmediate`), or until its batch is full. A batch of
- * one is sent as the plain script. Batches of a few operations keep several in flight, so that
- * Redis works on one while this process answers the last (with 64 callers reserving and
- * committing in a loop: 17,500 pairs/s at 16 a batch, 11,400 at 64, 10,000 unbatched).
+ * one is sent as the plain script. Batches of a few dozen operations keep several in flight, so
+ * that Redis works on one while this process answers the last (with 64 callers reserving and
+ * committing in a loop: about 27,000 pairs/s at 16 or 32 a batch, 20,500 at 64). The larger of
+ * the first two costs Redis less a call: the library's set-up and the dispatch are paid once a
+ * script (bench/PROFILE.md, tenth pass).
  *
  * Order is kept where it can matter, per account: an operation never overtakes an earlier one
  * on the same account (a reserve made after a release is sent after it), and a script sent

@@ -159,15 +159,15 @@ describe.each(BACKENDS)('batched reserves and settlements on %s', (backend: Back
     const holdIds = results.flatMap((r) => (r.status === 'held' ? [r.holdId] : []))
     expect(new Set(holdIds).size).toBe(holdIds.length)
     expect((await ledger.balance('b0')).pending).toBe(350)
-    // The first alone (nothing was in flight), then scripts of at most 16 operations (the
+    // The first alone (nothing was in flight), then scripts of at most 32 operations (the
     // default batchSize); on a cluster, one per slot.
     const batches = calls.filter((c) => c.script === 'reserveBatch')
     expect(batches.length).toBeGreaterThan(0)
     const reserves = calls.filter((c) => c.script.startsWith('reserve'))
-    if (backend !== 'cluster') expect(reserves.length).toBe(1 + Math.ceil(90 / 16))
+    if (backend !== 'cluster') expect(reserves.length).toBe(1 + Math.ceil(89 / 32))
     for (const batch of batches) {
       expect(batch.keys.length % scripts.reserve.numberOfKeys).toBe(0)
-      expect(batch.keys.length / scripts.reserve.numberOfKeys).toBeLessThanOrEqual(16)
+      expect(batch.keys.length / scripts.reserve.numberOfKeys).toBeLessThanOrEqual(32)
       if (backend === 'cluster')
         expect(new Set(batch.keys.map((k) => calculateSlot(k))).size).toBe(1)
     }
