@@ -219,6 +219,38 @@ describe.each(BACKENDS)('batched reserves and settlements on %s', (backend: Back
     }
   })
 
+  it('opens each unknown account of a turn as its own type, whatever the others in the turn', async () => {
+    const { ledger, calls } = setup()
+    const types = ['registered', 'guest', 'enterprise'] as const
+    const ids = Array.from({ length: 9 }, (_, i) => `new${i}`)
+    const typeOf = (i: number) => types[i % 3] ?? 'registered'
+    calls.length = 0
+    const results = await Promise.all(
+      ids.map((id, i) => ledger.reserve(id, 1, { endpoint: '/new', openAs: typeOf(i) })),
+    )
+    // The type's signup credits, expiry and flags are shared arguments: each type its batch (on
+    // a cluster, each slot its own too).
+    if (backend !== 'cluster') {
+      expect(calls.filter((c) => c.script === 'reserveBatch').length).toBeGreaterThanOrEqual(3)
+    }
+    const balances = await Promise.all(ids.map((id) => ledger.balance(id)))
+    ids.forEach((_, i) => {
+      const result = results[i]
+      const balance = balances[i]
+      if (result?.status !== 'held' || balance === undefined) throw new Error(`reserve ${i}`)
+      expect(result.opened).toBe(true)
+      expect(balance.accountType).toBe(typeOf(i))
+      if (typeOf(i) === 'enterprise') {
+        expect([result.unlimited, result.held, balance.unlimited]).toEqual([true, 0, true])
+        return
+      }
+      const signup = typeOf(i) === 'guest' ? 50 : 350
+      expect([result.unlimited, balance.available, balance.pending]).toEqual([false, signup - 1, 1])
+      const expiring = balance.buckets.some((b) => b.expiresAt !== null)
+      expect(expiring).toBe(typeOf(i) === 'guest')
+    })
+  })
+
   it("batches no operations whose clocks differ: each runs at its own caller's time", async () => {
     let now = 1_800_000_000_000
     const { ledger, calls } = setup({ clock: () => (now += 1000) })
