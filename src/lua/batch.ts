@@ -115,8 +115,9 @@ export class ScriptBatcher {
     if (segment === undefined || segment.at < after) {
       segment = { single, batch, ops: [], at: this.#segments.length }
       this.#segments.push(segment)
-      if (k < open.length) open[k] = segment
-      else {
+      if (k < open.length) {
+        open[k] = segment
+      } else {
         // Operations that all differ (each with a clock of its own) must not make every later
         // one compare itself with all of them: the oldest set is no longer joined.
         if (open.length === MAX_OPEN) open.shift()
