@@ -21,9 +21,17 @@ export function realRedis(): Redis {
   return new Redis(redisUrl(), { lazyConnect: false, maxRetriesPerRequest: 3 })
 }
 
-/** A new ioredis-mock client with its own data. */
+/** Mock clients made so far: each gets a port of its own (see mockRedis). */
+let mocks = 0
+
+/**
+ * A new ioredis-mock client with its own data. ioredis-mock shares one store, and one emitter
+ * that every client listens to, among the clients of a host and port: a port of its own keeps
+ * each client's data apart, and a suite's clients from piling up listeners on one emitter.
+ */
 export function mockRedis(): Redis {
-  return new (RedisMock as unknown as new (options?: object) => Redis)({ data: {} })
+  mocks += 1
+  return new (RedisMock as unknown as new (options?: object) => Redis)({ port: 40000 + mocks })
 }
 
 /** A unique key prefix per test: isolation without FLUSHALL. */
