@@ -51,10 +51,11 @@ function define(name: string, numberOfKeys: number, body: string, withLib = true
   })
 }
 
-/** A script that runs one operation many times: `keysPerOp` KEYS and `argsPerOp` ARGV each. */
+/**
+ * A script that runs one operation many times: `numberOfKeys` KEYS each (the single script's),
+ * and its ARGV split into the `shared` and the `varying` positions.
+ */
 export interface BatchScriptDef extends ScriptDef {
-  readonly keysPerOp: number
-  readonly argsPerOp: number
   /**
    * The positions (from 0) of the single script's ARGV that every operation of one batch shares
    * (limits and settings, the same for every call of a gate): sent once a batch, before the
@@ -132,7 +133,7 @@ return table.concat(out, '\\n')
     keysPerOp,
     `${prelude}\nlocal function op(KEYS, ARGV)\n${body}\nend\n${driver}`,
   )
-  return Object.freeze({ ...def, keysPerOp, argsPerOp, shared, varying })
+  return Object.freeze({ ...def, shared, varying })
 }
 
 /**
