@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: the same Express app with no gate, creditgate (header identity and JWT),
- * express-rate-limit + rate-limit-redis, rate-limiter-flexible and the issue's naive one-script
- * debit (a reference point, see cases.ts), run interleaved against one
+ * express-rate-limit + rate-limit-redis, rate-limiter-flexible, the issue's naive one-script
+ * debit and the hold floor (reference points, see cases.ts), run interleaved against one
  * private redis-server on loopback; then the ledger's own figures. Writes bench/RESULTS.md.
  *
  * Environment: BENCH_ROUNDS (default 3), BENCH_DURATION seconds per run (default 8),

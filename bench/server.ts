@@ -51,6 +51,88 @@ function accountOf(req: { headers: Record<string, string | string[] | undefined>
   return typeof id === 'string' ? id : 'anonymous'
 }
 
+/**
+ * The `hold-floor` case (see cases.ts): the least a gate that follows DESIGN's request flow
+ * sends Redis. Before the handler, one script moves the price into a hold; once the response
+ * closes, one script drops the hold, and gives the price back unless the call succeeded. The
+ * operations of a turn of the event loop go as one script each way, 32 at most, as creditgate's
+ * batcher sends them. No history, usage, idempotency, expiry or tier policy.
+ */
+function holdFloor(redisUrl: string): RequestHandler {
+  const redis = new Redis(redisUrl, { enableAutoPipelining: true })
+  // KEYS: balance, holds of each operation; ARGV: the nonce of each (and the settlement's mode).
+  redis.defineCommand('holds', {
+    lua: "local out = {} for i = 1, #KEYS / 2 do local b = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '1000000000') if b < 1000 then out[i] = -1 else redis.call('SET', KEYS[2 * i - 1], b - 1000) redis.call('HSET', KEYS[2 * i], ARGV[i], '1000') out[i] = b - 1000 end end return out",
+  })
+  redis.defineCommand('settles', {
+    lua: "for i = 1, #KEYS / 2 do if redis.call('HDEL', KEYS[2 * i], ARGV[2 * i - 1]) == 1 and ARGV[2 * i] == 'release' then redis.call('INCRBY', KEYS[2 * i - 1], 1000) end end return 1",
+  })
+  const client = redis as unknown as Record<
+    'holds' | 'settles',
+    (...args: (string | number)[]) => Promise<number[]>
+  >
+  interface Op {
+    readonly keys: readonly string[]
+    readonly args: readonly string[]
+  }
+  let holds: (Op & { readonly done: (left: number | Error) => void })[] = []
+  let settles: Op[] = []
+  let scheduled = false
+  const send = (name: 'holds' | 'settles', ops: readonly Op[]) =>
+    client[name](ops.length * 2, ...ops.flatMap((op) => op.keys), ...ops.flatMap((op) => op.args))
+  const flush = (): void => {
+    scheduled = false
+    for (let i = 0; i < holds.length; i += 32) {
+      const ops = holds.slice(i, i + 32)
+      send('holds', ops).then(
+        (replies) => {
+          ops.forEach((op, k) => {
+            op.done(replies[k] ?? -1)
+          })
+        },
+        (error: unknown) => {
+          for (const op of ops) op.done(error instanceof Error ? error : new Error(String(error)))
+        },
+      )
+    }
+    for (let i = 0; i < settles.length; i += 32) void send('settles', settles.slice(i, i + 32))
+    holds = []
+    settles = []
+  }
+  const schedule = (): void => {
+    if (scheduled) return
+    scheduled = true
+    setImmediate(flush)
+  }
+  let n = 0
+  return function holdFloorGate(req, res, next) {
+    const account = accountOf(req)
+    const keys = [`bench-hold:{${account}}:b`, `bench-hold:{${account}}:h`]
+    const nonce = String(n++)
+    holds.push({
+      keys,
+      args: [nonce],
+      done: (left) => {
+        if (left instanceof Error) {
+          next(left)
+          return
+        }
+        if (left < 0) {
+          res.status(402).end()
+          return
+        }
+        res.on('close', () => {
+          const ok = res.writableFinished && res.statusCode < 400
+          settles.push({ keys, args: [nonce, ok ? 'commit' : 'release'] })
+          schedule()
+        })
+        next()
+      },
+    })
+    schedule()
+  }
+}
+
 function gateFor(
   kind: AnyCase,
   redisUrl: string,
@@ -168,6 +250,8 @@ function gateFor(
         )
       }
     }
+    case 'hold-floor':
+      return holdFloor(redisUrl)
     case 'express-rate-limit': {
       const redis = new Redis(redisUrl, { enableAutoPipelining: true })
       return rateLimit({
