@@ -166,11 +166,12 @@ local function newAccount()
     -- The account's fields other than its buckets. Listed, though nil, so that the table is made
     -- with room for them: one that grows a key at a time is rebuilt at 1, 2, 4 and 8 keys.
     f = { ty = nil, ct = nil, fl = nil, pe = nil, sq = nil, nd = nil, of = nil, su = nil },
+    -- Sorted soonest-expiring first (bucketOrder); a bucket changed by this run is `dirty`.
     buckets = {},
-    byName = {},
     pending = 0.0,
     seq = 0.0,
-    dirty = {},
+    -- Set when a bucket is dirty.
+    bucketsDirty = false,
     log = {},
     -- Records of the holds hash to write: nonce -> record, or false to delete it.
     holdChanges = {},
@@ -184,17 +185,32 @@ local function newAccount()
   }
 end
 
+-- The bucket of that field name, or nil. An account has a few buckets: a scan beats a table.
+local function bucketNamed(A, name)
+  for i = 1, #A.buckets do
+    if A.buckets[i].name == name then
+      return A.buckets[i]
+    end
+  end
+  return nil
+end
+
+-- Marks a bucket changed: flush writes it, or deletes its field when it is empty.
+local function touch(A, b)
+  b.dirty = true
+  A.bucketsDirty = true
+end
+
 local function addBucket(A, exp, source, amount)
   local name = 'b' .. F(exp) .. ':' .. source
-  local b = A.byName[name]
+  local b = bucketNamed(A, name)
   if not b then
-    b = { name = name, exp = exp, source = source, amount = 0.0 }
-    A.byName[name] = b
+    b = { name = name, exp = exp, source = source, amount = 0.0, dirty = false }
     A.buckets[#A.buckets + 1] = b
     table.sort(A.buckets, bucketOrder)
   end
   b.amount = b.amount + amount
-  A.dirty[name] = b
+  touch(A, b)
   return b
 end
 
@@ -212,9 +228,7 @@ local function load()
       exp, source = string.match(name, '^b(%d+):(.+)$')
     end
     if exp then
-      local b = { name = name, exp = exp + 0.0, source = source, amount = flat[i + 1] + 0.0 }
-      A.buckets[#A.buckets + 1] = b
-      A.byName[name] = b
+      A.buckets[#A.buckets + 1] = { name = name, exp = exp + 0.0, source = source, amount = flat[i + 1] + 0.0, dirty = false }
     else
       A.f[name] = flat[i + 1]
     end
@@ -308,11 +322,11 @@ end
 -- period's bucket (a carry, not a movement: the balance does not change, so no entry).
 local function refresh(A, S)
   local periodEnd = addMonths(S.anchor, S.n + 1)
-  local old = A.byName['b' .. F(S.next) .. ':' .. SUB]
+  local old = bucketNamed(A, 'b' .. F(S.next) .. ':' .. SUB)
   if old and old.amount > 0 then
     local amount = old.amount
     old.amount = 0.0
-    A.dirty[old.name] = old
+    touch(A, old)
     if S.rollover then
       addBucket(A, periodEnd, SUB, amount)
     else
@@ -654,7 +668,7 @@ local function maintain(A)
     else
       local amount = event.amount
       event.amount = 0.0
-      A.dirty[event.name] = event
+      touch(A, event)
       record(A, 'expire', -amount, event.source, '')
     end
   end
@@ -691,13 +705,18 @@ end
 local function flush(A)
   local hset = {}
   local n = 0
-  for name, b in pairs(A.dirty) do
-    if b.amount > 0 then
-      hset[n + 1] = name
-      hset[n + 2] = F(b.amount)
-      n = n + 2
-    else
-      redis.call('HDEL', C.account, name)
+  if A.bucketsDirty then
+    for i = 1, #A.buckets do
+      local b = A.buckets[i]
+      if b.dirty then
+        if b.amount > 0 then
+          hset[n + 1] = b.name
+          hset[n + 2] = F(b.amount)
+          n = n + 2
+        else
+          redis.call('HDEL', C.account, b.name)
+        end
+      end
     end
   end
   if A.fieldsDirty then
@@ -769,7 +788,7 @@ local function flush(A)
 end
 
 local function changed(A)
-  return next(A.dirty) ~= nil or next(A.holdChanges) ~= nil or #A.log > 0 or
+  return A.bucketsDirty or next(A.holdChanges) ~= nil or #A.log > 0 or
     A.fieldsDirty == true or A.ndDirty == true or A.ofDirty == true
 end
 

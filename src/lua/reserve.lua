@@ -111,7 +111,7 @@ for i = 1, #A.buckets do
       take = rest
     end
     b.amount = b.amount - take
-    A.dirty[b.name] = b
+    touch(A, b)
     rest = rest - take
     local part = b.name .. '=' .. F(take)
     if alloc == '' then
