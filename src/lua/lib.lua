@@ -166,12 +166,12 @@ local function newAccount()
     -- The account's fields other than its buckets. Listed, though nil, so that the table is made
     -- with room for them: one that grows a key at a time is rebuilt at 1, 2, 4 and 8 keys.
     f = { ty = nil, ct = nil, fl = nil, pe = nil, sq = nil, nd = nil, of = nil, su = nil },
-    -- Sorted soonest-expiring first (bucketOrder); a bucket changed by this run is `dirty`.
+    -- Sorted soonest-expiring first (bucketOrder). A bucket this run changed is `dirty`, and
+    -- then so is bucketsDirty: flush looks for them only then.
     buckets = {},
+    bucketsDirty = false,
     pending = 0.0,
     seq = 0.0,
-    -- Set when a bucket is dirty.
-    bucketsDirty = false,
     log = {},
     -- Records of the holds hash to write: nonce -> record, or false to delete it.
     holdChanges = {},
@@ -228,7 +228,9 @@ local function load()
       exp, source = string.match(name, '^b(%d+):(.+)$')
     end
     if exp then
-      A.buckets[#A.buckets + 1] = { name = name, exp = exp + 0.0, source = source, amount = flat[i + 1] + 0.0, dirty = false }
+      A.buckets[#A.buckets + 1] = {
+        name = name, exp = exp + 0.0, source = source, amount = flat[i + 1] + 0.0, dirty = false,
+      }
     else
       A.f[name] = flat[i + 1]
     end
