@@ -496,10 +496,13 @@ end
 -- front once due, with no sorted set: the account's `of` field says when the first is due.
 local function rememberOutcome(A, nonce, outcome)
   local rec, forgetAt = outcomeRecord(outcome)
-  local list = A.outcomes or {}
-  list[#list + 1] = nonce
-  list[#list + 1] = rec
-  A.outcomes = list
+  local list = A.outcomes
+  if list then
+    list[#list + 1] = nonce
+    list[#list + 1] = rec
+  else
+    A.outcomes = { nonce, rec }
+  end
   if A.of == 0 then
     A.of = forgetAt
     A.ofDirty = true
@@ -705,7 +708,8 @@ local function create(accountType, flags, signup, signupTtl)
 end
 
 local function flush(A)
-  local hset = {}
+  -- Made with room for eight values (a bucket, pe, sq and nd, say), not grown one at a time.
+  local hset = { false, false, false, false, false, false, false, false }
   local n = 0
   if A.bucketsDirty then
     for i = 1, #A.buckets do
@@ -753,20 +757,24 @@ local function flush(A)
   end
   redis.call('HSET', C.account, unpack(hset, 1, n))
   if next(A.holdChanges) ~= nil then
-    local hdel = {}
-    local hsetHolds = {}
+    -- Made when needed: an operation most often only sets one record (a reserve) or only
+    -- deletes one (a settlement).
+    local hdel, hsetHolds = nil, nil
     for nonce, rec in pairs(A.holdChanges) do
-      if rec then
+      if not rec then
+        hdel = hdel or {}
+        hdel[#hdel + 1] = nonce
+      elseif hsetHolds then
         hsetHolds[#hsetHolds + 1] = nonce
         hsetHolds[#hsetHolds + 1] = rec
       else
-        hdel[#hdel + 1] = nonce
+        hsetHolds = { nonce, rec }
       end
     end
-    if #hdel > 0 then
+    if hdel then
       redis.call('HDEL', C.holds, unpack(hdel))
     end
-    if #hsetHolds > 0 then
+    if hsetHolds then
       redis.call('HSET', C.holds, unpack(hsetHolds))
     end
   end
