@@ -62,7 +62,7 @@ local function uint(s)
   if known ~= nil then
     return known or nil
   end
-  if type(s) ~= 'string' or #s == 0 or #s > 16 or not string.match(s, '^%d+$') then
+  if type(s) ~= 'string' or #s == 0 or #s > 16 or not string.find(s, '^%d+$') then
     return nil
   end
   local n = s + 0.0
@@ -101,7 +101,7 @@ local function validSource(s)
 end
 
 local function validNonce(s)
-  return type(s) == 'string' and #s == 16 and string.match(s, '^[%w_-]+$') ~= nil
+  return type(s) == 'string' and #s == 16 and string.find(s, '^[%w_-]+$') ~= nil
 end
 
 local function bucketOrder(x, y)
