@@ -235,7 +235,9 @@ local function load()
       A.f[name] = flat[i + 1]
     end
   end
-  table.sort(A.buckets, bucketOrder)
+  if #A.buckets > 1 then
+    table.sort(A.buckets, bucketOrder)
+  end
   A.pending = (A.f.pe or '0') + 0.0
   A.seq = (A.f.sq or '0') + 0.0
   A.nd = (A.f.nd or '0') + 0.0
