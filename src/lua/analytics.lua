@@ -30,7 +30,7 @@ local FOLD_SLICE = 500
 
 -- Context of usage: keys and retention (ms per granularity), set by the operation; `prefix`
 -- holds the names' starts of the periods containing `prefixAt`, and `hour` that hour's start.
-local U = { usage = '', index = '', keep = { h = 0.0, d = 0.0, m = 0.0, hArg = nil, dArg = nil, mArg = nil }, prefix = {}, prefixAt = -1, hour = 0.0 }
+local U = { usage = '', index = '', keep = { h = 0.0, d = 0.0, m = 0.0, hArg = false, dArg = false, mArg = false, valid = false }, prefix = {}, prefixAt = -1, hour = 0.0 }
 
 local function periodOf(g, t)
   if g == 'h' then
@@ -51,23 +51,17 @@ local function validEndpoint(s)
 end
 
 -- Reads the three retention arguments (ms of hours, days and months kept); false if one is bad.
+-- The answer depends on the three strings only, and the operations of a batch send the same
+-- three: it is worked out once for them (hArg starts false, which no argument equals).
 local function usageRetention(h, d, m)
   local keep = U.keep
-  -- The operations of a batch send the same three strings: checked once. hArg is set only
-  -- once all three have passed, and cleared before a check that may fail.
-  if keep.hArg ~= nil and h == keep.hArg and d == keep.dArg and m == keep.mArg then
-    return true
-  end
-  keep.hArg = nil
-  keep.h = uint(h)
-  keep.d = uint(d)
-  keep.m = uint(m)
-  local valid = keep.h ~= nil and keep.d ~= nil and keep.m ~= nil and keep.h >= HOUR_MS and keep.d >= DAY_MS and
-    keep.m >= 31 * DAY_MS
-  if valid then
+  if h ~= keep.hArg or d ~= keep.dArg or m ~= keep.mArg then
     keep.hArg, keep.dArg, keep.mArg = h, d, m
+    keep.h, keep.d, keep.m = uint(h), uint(d), uint(m)
+    keep.valid = keep.h ~= nil and keep.d ~= nil and keep.m ~= nil and keep.h >= HOUR_MS and
+      keep.d >= DAY_MS and keep.m >= 31 * DAY_MS
   end
-  return valid
+  return keep.valid
 end
 
 -- The watermark as a number, or nil when the account has none yet.
