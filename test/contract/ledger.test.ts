@@ -2,9 +2,9 @@ import calculateSlot from 'cluster-key-slot'
 import fc from 'fast-check'
 
 import { CreditArgumentError, CreditRuleError, RedisLedger, isCreditError } from '../../src/index'
-import { accountKeys, scriptKeys } from '../../src/ledger/keys'
+import { accountKeys, parseHoldId, scriptKeys } from '../../src/ledger/keys'
 import { ScriptRunner } from '../../src/lua/run-script'
-import { scripts } from '../../src/lua/scripts'
+import { batchArgv, scripts, splitBatchReply } from '../../src/lua/scripts'
 import { interceptScripts } from '../helpers/intercept'
 import { BACKENDS, TestClock, makeLedger, type Backend } from '../helpers/redis'
 import { countingClient, snapshot } from '../helpers/snapshot'
@@ -880,6 +880,56 @@ describe.each(BACKENDS)('RedisLedger contract on %s', (backend: Backend) => {
       }
       expect(await snapshot(redis, prefix)).toEqual(before)
     })
+  })
+
+  it('lets the settlement script refuse bad usage retentions itself, alone and in a batch, writing nothing', async () => {
+    const { ledger, redis, prefix } = setup()
+    await ledger.openAccount('v5', { type: 'registered' })
+    const holds = await Promise.all(
+      ['/x', '/y'].map((endpoint) => ledger.reserve('v5', 5, { endpoint })),
+    )
+    const nonces = holds.map((h) => (h.status === 'held' ? parseHoldId(h.holdId).nonce : ''))
+    const runner = new ScriptRunner(redis)
+    const keysOf = (id: string) => scriptKeys(prefix, id, scripts.resolve.numberOfKeys)
+    const before = await snapshot(redis, prefix)
+    const hour = '3600000'
+    const day = '86400000'
+    const month = String(31 * 86_400_000)
+    for (const keep of [
+      ['3599999', day, month],
+      [hour, '86399999', month],
+      [hour, day, String(31 * 86_400_000 - 1)],
+      ['1e9', day, month],
+      [hour, '', month],
+    ]) {
+      const argsOf = (nonce: string) => ['', nonce, 'commit', '', 86400000, 1000, '', ...keep]
+      const alone = (await runner.run(
+        scripts.resolve,
+        keysOf('v5'),
+        argsOf(nonces[0] ?? ''),
+      )) as string[]
+      expect(alone).toEqual(['INVALID', 'ERR_CREDIT_INVALID_ARGUMENT', 'usage retention'])
+      // Both operations of a batch (two holds of one account: one slot) send the same bad
+      // strings: each is refused.
+      const argv: (string | number)[] = []
+      batchArgv(
+        scripts.resolveBatch,
+        nonces.map((nonce) => ({ args: argsOf(nonce) })),
+        argv,
+        0,
+      )
+      const batch = await runner.run(scripts.resolveBatch, [...keysOf('v5'), ...keysOf('v5')], argv)
+      expect(splitBatchReply(batch)).toEqual([
+        ['INVALID', 'ERR_CREDIT_INVALID_ARGUMENT', 'usage retention'],
+        ['INVALID', 'ERR_CREDIT_INVALID_ARGUMENT', 'usage retention'],
+      ])
+    }
+    expect(await snapshot(redis, prefix)).toEqual(before)
+    // With good ones, the same holds commit.
+    for (const hold of holds) {
+      if (hold.status !== 'held') throw new Error('not held')
+      expect(await ledger.commit(hold.holdId)).toMatchObject({ outcome: 'committed', charged: 5 })
+    }
   })
 
   describe('account ids and keys', () => {
